@@ -1,0 +1,106 @@
+//! The agent's durable buffer: every accepted event is on disk here, under its sequence number,
+//! until the hub acknowledges that it is stored.
+//!
+//! [`Buffer`] is the small storage trait with two implementations ([`redb_store::RedbBuffer`],
+//! the default, and [`sled_store::SledBuffer`]), both held to one conformance suite. Above it,
+//! [`intake::Intake`] owns sequence assignment, group commit, the size bound and eviction.
+
+pub mod intake;
+pub mod record;
+pub mod redb_store;
+pub mod sled_store;
+
+#[cfg(test)]
+mod conformance;
+
+use qyt_proto::{EventClass, Seq};
+use std::path::Path;
+
+pub use record::StoredRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error("buffer storage at {path} failed: {detail}; check the disk (space, permissions, health)")]
+    Storage { path: String, detail: String },
+    #[error("append out of order: got seq {got}, expected at least {expected}")]
+    OutOfOrder { got: Seq, expected: Seq },
+}
+
+/// What opening a buffer found, for the agent to report and forward.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct OpenReport {
+    /// Records that failed their checksum or could not be parsed, by seq, ascending. They have
+    /// been removed; everything else was kept.
+    pub corrupt: Vec<Seq>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BufferStats {
+    /// Events held (not yet acknowledged by the hub).
+    pub events: u64,
+    /// Sum of the encoded sizes of the events held.
+    pub live_bytes: u64,
+    /// The lowest seq held, if any.
+    pub oldest_seq: Option<Seq>,
+    /// `received_ms` of the lowest seq held.
+    pub oldest_received_ms: Option<i64>,
+}
+
+/// Which implementation backs the buffer (config key `buffer.engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    #[default]
+    Redb,
+    Sled,
+}
+
+/// Durable, ordered storage of records by seq. Implementations are internally synchronised:
+/// one writer (the intake) and one reader/acker (the uplink) use it at once.
+pub trait Buffer: Send + Sync + 'static {
+    /// The next seq to assign: one above the highest ever appended (persisted, so never reused
+    /// after a restart, even if every record has since been acked and deleted).
+    fn next_seq(&self) -> Seq;
+
+    /// The highest seq acknowledged by the hub (persisted); 0 if none.
+    fn acked(&self) -> Seq;
+
+    /// Appends records (ascending seqs, the first at least `next_seq()`) in one durable commit:
+    /// when this returns `Ok`, they survive kill -9 and power loss.
+    fn append(&self, records: &[StoredRecord]) -> Result<(), BufferError>;
+
+    /// Up to `max_events` records with seq >= `from`, ascending, stopping before `max_bytes` of
+    /// payload would be exceeded (but always at least one record if any exists).
+    fn read_from(&self, from: Seq, max_events: usize, max_bytes: usize) -> Result<Vec<StoredRecord>, BufferError>;
+
+    /// Deletes every record with seq <= `through` and persists `through` as acked (never moving
+    /// it backwards). Returns how many records were deleted.
+    fn ack_through(&self, through: Seq) -> Result<u64, BufferError>;
+
+    /// Deletes the oldest records whose class `droppable` accepts until at least `bytes` of
+    /// payload are freed or none are left; returns their seqs, ascending.
+    fn evict_oldest(&self, droppable: &dyn Fn(EventClass) -> bool, bytes: u64) -> Result<Vec<Seq>, BufferError>;
+
+    fn stats(&self) -> BufferStats;
+
+    /// Bytes the buffer occupies on disk right now (the files' sizes, not a counter).
+    fn disk_bytes(&self) -> u64;
+
+    /// Gives free file space back to the file system where the engine can (redb: `compact`).
+    /// Returns whether anything was done.
+    fn compact(&self) -> Result<bool, BufferError>;
+}
+
+/// Opens the configured engine in `dir` (created if missing).
+pub fn open(engine: Engine, dir: &Path) -> Result<(std::sync::Arc<dyn Buffer>, OpenReport), BufferError> {
+    match engine {
+        Engine::Redb => {
+            let (b, r) = redb_store::RedbBuffer::open(dir)?;
+            Ok((std::sync::Arc::new(b), r))
+        }
+        Engine::Sled => {
+            let (b, r) = sled_store::SledBuffer::open(dir)?;
+            Ok((std::sync::Arc::new(b), r))
+        }
+    }
+}

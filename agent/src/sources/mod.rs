@@ -1,0 +1,66 @@
+//! Device sources. Each source is a task that reads its devices, turns what they send into
+//! [`PendingEvent`]s (through a pure decoder or mapping) and submits them to the [`Intake`];
+//! it acknowledges its device only after `submit` returns, i.e. once the events are durable.
+//!
+//! A new kind of source (serial line, TCP server) needs only a config type and a `run`
+//! function with the same shape as [`mqtt::run`]: it never touches the buffer or the uplink.
+
+pub mod dedup;
+pub mod mapping;
+pub mod mqtt;
+pub mod simulate;
+
+use crate::buffer::intake::Intake;
+use crate::config::SourceConfig;
+use crate::metrics::SourceMetrics;
+use qyt_proto::SiteId;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Everything a source task gets from the agent.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub site: SiteId,
+    pub name: Arc<str>,
+    pub intake: Intake,
+    pub metrics: Arc<SourceMetrics>,
+    pub shutdown: Shutdown,
+}
+
+/// Resolves when the agent stops taking new input. Cheap to clone.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A trigger and the signal it drives.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    pub async fn wait(&mut self) {
+        // An error means the sender is gone, which also means stop.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Runs one configured source until shutdown. Errors a source can recover from (a device or
+/// broker that goes away) are handled inside it with backoff; what returns here is fatal.
+pub async fn run(cfg: SourceConfig, ctx: SourceContext) -> Result<(), SourceError> {
+    match cfg {
+        SourceConfig::Mqtt(c) => mqtt::run(c, ctx).await,
+        SourceConfig::Simulate(c) => simulate::run(c, ctx).await,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source {source_name}: the intake is closed (the agent is stopping)")]
+    IntakeClosed { source_name: String },
+    #[error("source {source_name}: the buffer failed: {detail}")]
+    Storage { source_name: String, detail: String },
+}

@@ -1,0 +1,38 @@
+//! QuanYuTong hub: receives batches of events from the checkpoint agents over MQTT, stores each
+//! (site, seq) exactly once and acks what is durable; serves the state of every site over HTTP.
+//!
+//! Data flow: agent → broker (embedded mqtt5, or external) → consumer (rumqttc;
+//! validates, refuses with a reason) → bounded queue → ingest writer (one SQLite transaction per
+//! group of waiting batches) → Ack per site → broker → agent. The registry holds the committed
+//! per-site state (contiguous seq, holes, presence) that acks and the HTTP API report.
+//!
+//! Starting one in-process, e.g. from a launcher or a test:
+//!
+//! ```no_run
+//! # async fn demo(config: qyt_hub::Config) -> Result<(), qyt_hub::HubError> {
+//! let hub = qyt_hub::Hub::start(config).await?; // port 0 in the config picks free ports
+//! println!("broker {:?}, http {}", hub.broker_addr(), hub.http_addr());
+//! hub.ready().await;
+//! hub.run_until(async {
+//!     tokio::signal::ctrl_c().await.ok();
+//! })
+//! .await
+//! # }
+//! ```
+
+mod api;
+mod broker;
+pub mod config;
+mod consumer;
+mod hub;
+mod ingest;
+mod metrics;
+mod progress;
+mod registry;
+pub mod secret;
+mod store;
+pub mod systemd;
+mod validate;
+
+pub use config::Config;
+pub use hub::{run, Hub, HubError};

@@ -1,0 +1,11 @@
+//! End-to-end tests of the hub: the real broker, ingest, store and HTTP API in this process, on
+//! ephemeral ports, driven by fake agents over MQTT. One test binary, so the harness is built once.
+
+mod api;
+mod cli;
+mod external;
+mod harness;
+mod ingest;
+mod presence;
+mod restart;
+mod startup;

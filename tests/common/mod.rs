@@ -1,0 +1,218 @@
+//! Harness for the cross-process tests: the hub and the agent as real processes from the
+//! workspace's binaries, a real gateway broker, real devices publishing over MQTT, and the
+//! hub's HTTP API as the observer.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+pub mod broker;
+pub mod device;
+pub mod process;
+
+use process::{wait_until, Proc};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const SITE: &str = "demo-gate-01";
+pub const SITE_PASSWORD: &str = "demo-gate-01-password";
+pub const TOKEN: &str = "demo-operator-token";
+
+/// The `[[api.tokens]]` and `[[sites]]` of the shipped config/hub.toml (the demo credentials
+/// above), so the tests also prove the shipped hashes match the documented plain values.
+fn shipped_hub_auth() -> String {
+    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hub.toml")).unwrap();
+    let start = shipped.find("[[api.tokens]]").expect("shipped hub.toml has [[api.tokens]]");
+    shipped[start..].to_string()
+}
+
+pub struct Hub {
+    pub proc: Proc,
+    pub broker: SocketAddr,
+    pub http: SocketAddr,
+    pub config: PathBuf,
+}
+
+impl Hub {
+    /// A hub with its embedded broker (or `external` broker URL), on fixed free ports so that
+    /// a restart comes back where the agent expects it.
+    pub fn start(dir: &Path, external: Option<SocketAddr>) -> Hub {
+        let broker = external.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], broker::free_port())));
+        let http = SocketAddr::from(([127, 0, 0, 1], broker::free_port()));
+        let broker_section = match external {
+            Some(addr) => format!("url = \"mqtt://{addr}\"\n"),
+            None => format!("listen = \"{broker}\"\nallow_anonymous = false\n"),
+        };
+        let config = dir.join("hub.toml");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "[broker]\n{broker_section}\n[store]\npath = \"{}\"\n\n[http]\nlisten = \"{http}\"\n\n{}",
+                dir.join("hub.db").display(),
+                shipped_hub_auth()
+            ),
+        )
+        .unwrap();
+        let mut hub = Hub { proc: Proc::spawn("hub", "qyt-hub", &["--config", config.to_str().unwrap()], dir), broker, http, config };
+        hub.wait_ready();
+        hub
+    }
+
+    pub fn restart(&mut self) {
+        let dir = self.config.parent().unwrap().to_path_buf();
+        self.proc = Proc::spawn("hub", "qyt-hub", &["--config", self.config.to_str().unwrap()], &dir);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let url = format!("http://{}/healthz", self.http);
+        let proc = &mut self.proc;
+        wait_until(60, "the hub to be ready", || {
+            assert!(proc.is_running(), "hub exited: {}", proc.log_text());
+            ureq::get(&url).call().ok().filter(|r| r.status() == 200).map(|_| ())
+        });
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let mut resp = ureq::get(&format!("http://{}{path}", self.http))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        resp.body_mut().read_json().unwrap()
+    }
+
+    /// The `/api/sites` entry of the test site.
+    pub fn site(&self) -> Value {
+        let sites = self.get("/api/sites");
+        sites
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"] == SITE)
+            .cloned()
+            .expect("the test site is listed")
+    }
+
+    pub fn stored(&self) -> u64 {
+        self.site()["stored_events"].as_u64().unwrap()
+    }
+
+    /// Every stored event of the test site, in seq order, read through the paged API.
+    pub fn events(&self) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.get(&format!("/api/sites/{SITE}/events?after={after}&limit=1000"));
+            let page = page.as_array().unwrap().clone();
+            if page.is_empty() {
+                return all;
+            }
+            after = page.last().unwrap()["seq"].as_u64().unwrap();
+            all.extend(page);
+        }
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        scrape(self.http, name)
+    }
+}
+
+/// Sum of a Prometheus metric's samples whose name and labels start with `name`.
+pub fn scrape(http: SocketAddr, name: &str) -> f64 {
+    let text = ureq::get(&format!("http://{http}/metrics"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub struct Agent {
+    pub proc: Proc,
+    pub http: SocketAddr,
+    pub config: PathBuf,
+}
+
+impl Agent {
+    /// An agent for the test site whose uplink goes to `hub_broker`, with `sources` (TOML of
+    /// [[source]] tables) and extra `[buffer]` keys.
+    pub fn start(dir: &Path, hub_broker: SocketAddr, anonymous: bool, buffer_extra: &str, sources: &str) -> Agent {
+        std::fs::create_dir_all(dir).unwrap();
+        let http = SocketAddr::from(([127, 0, 0, 1], broker::free_port()));
+        let login = if anonymous {
+            String::new()
+        } else {
+            format!("username = \"{SITE}\"\npassword = \"{SITE_PASSWORD}\"\n")
+        };
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "site = \"{SITE}\"\n\n[buffer]\ndir = \"{}\"\n{buffer_extra}\n\n[uplink]\nhost = \"{}\"\nport = {}\n{login}\
+                 ack_timeout_ms = 3000\nreconnect_min_ms = 50\nreconnect_max_ms = 500\nstatus_interval_s = 1\n\n\
+                 [http]\nlisten = \"{http}\"\n\n{sources}",
+                dir.join("buffer").display(),
+                hub_broker.ip(),
+                hub_broker.port()
+            ),
+        )
+        .unwrap();
+        let mut agent = Agent { proc: Proc::spawn("agent", "qyt-agent", &["--config", config.to_str().unwrap()], dir), http, config };
+        agent.wait_ready();
+        agent
+    }
+
+    pub fn restart(&mut self) {
+        let dir = self.config.parent().unwrap().to_path_buf();
+        self.proc = Proc::spawn("agent", "qyt-agent", &["--config", self.config.to_str().unwrap()], &dir);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let url = format!("http://{}/healthz", self.http);
+        let proc = &mut self.proc;
+        wait_until(60, "the agent to be ready", || {
+            assert!(proc.is_running(), "agent exited: {}", proc.log_text());
+            ureq::get(&url).call().ok().filter(|r| r.status() == 200).map(|_| ())
+        });
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        scrape(self.http, name)
+    }
+}
+
+/// The `[[source]]` of an agent reading test devices from the gateway broker at `gw`.
+pub fn mqtt_source(gw: SocketAddr) -> String {
+    format!(
+        "[[source]]\ntype = \"mqtt\"\nname = \"gateway\"\nhost = \"{}\"\nport = {}\n{}",
+        gw.ip(),
+        gw.port(),
+        device::AGENT_TOPIC_MAPPING
+    )
+}
+
+/// Asserts the hub holds exactly the device messages `expected` (by message id), each once,
+/// with seqs that are unique and ascending.
+pub fn assert_exactly_once(hub: &Hub, expected: &[String]) {
+    let events = hub.events();
+    let mut seen = std::collections::HashMap::new();
+    let mut last_seq = 0;
+    for e in &events {
+        let seq = e["seq"].as_u64().unwrap();
+        assert!(seq > last_seq, "seqs not ascending at {seq}");
+        last_seq = seq;
+        if e["kind"] == "seal" {
+            let id = e["seal_id"].as_str().unwrap().to_string();
+            if let Some(prev) = seen.insert(id.clone(), seq) {
+                panic!("device message {id} stored twice: seq {prev} and seq {seq}");
+            }
+        }
+    }
+    let missing: Vec<&String> = expected.iter().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} device messages never reached the hub, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert_eq!(seen.len(), expected.len(), "the hub holds seal events no device sent");
+}
