@@ -1,86 +1,94 @@
-//! `qyt-agent`: the checkpoint agent's command line.
+//! `cargo run --release`: the whole system on one machine, from the example configs — the hub
+//! with its embedded broker, and an agent reading a simulated checkpoint — then tells where to
+//! look. Ctrl-C stops both cleanly.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 
-#[derive(Parser)]
-#[command(name = "qyt-agent", version, about = "QuanYuTong checkpoint agent: devices → durable buffer → hub")]
-struct Cli {
-    /// The agent's config file (TOML); see config/agent.toml.
-    #[arg(long, short, global = true, default_value = "/etc/qyt/agent.toml")]
-    config: PathBuf,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the agent (the default).
-    Run,
-    /// Validate the config: print the effective config, or every error with its key and line.
-    CheckConfig,
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,mqtt5=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = match qyt_agent::config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(2);
+    match std::env::args().nth(1).as_deref() {
+        None | Some("demo") => demo().await,
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?}; the only command is `demo` (the default)")
         }
-    };
-    match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => match toml::to_string_pretty(&config) {
-            Ok(text) => {
-                print!("# effective config of {}\n{text}", cli.config.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("config is valid but could not be printed: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Run => match run(config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                ExitCode::FAILURE
-            }
-        },
     }
 }
 
-fn run(config: qyt_agent::config::Config) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(async {
-        qyt_agent::run::run(config, terminate(), |_| {}).await?;
-        Ok(())
-    })
+/// The example configs: `./config` when run from the repository root, else the source tree's.
+fn config_dir() -> PathBuf {
+    let here = PathBuf::from("config");
+    if here.join("hub.toml").exists() {
+        here
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
 }
 
-/// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-async fn terminate() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
+async fn demo() -> anyhow::Result<()> {
+    let dir = config_dir();
+    let hub_config =
+        qyt_hub::Config::load(&dir.join("hub.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let agent_config =
+        qyt_agent::config::load(&dir.join("agent.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let hub = qyt_hub::Hub::start(hub_config)
+        .await
+        .context("cannot start the hub (is another one running on the same ports?)")?;
+    let http = hub.http_addr();
+    let broker = hub.broker_addr();
+    hub.ready().await;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut hub_stop = stop_rx.clone();
+    let hub_task = tokio::spawn(hub.run_until(async move {
+        let _ = hub_stop.wait_for(|s| *s).await;
+    }));
+    let mut agent_stop = stop_rx.clone();
+    let site = agent_config.site.clone();
+    let agent_task = tokio::spawn(qyt_agent::run::run(
+        agent_config,
+        async move {
+            let _ = agent_stop.wait_for(|s| *s).await;
+        },
+        move |started| {
+            let broker = broker
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "external".into());
+            println!(
+                "\nQuanYuTong demo is running: hub (embedded MQTT broker on {broker}) + agent for site {site} with a simulated checkpoint.\n\n  \
+                 Sites and backlog:  curl -H 'Authorization: Bearer demo-operator-token' http://{http}/api/sites\n  \
+                 Stored events:      curl -H 'Authorization: Bearer demo-operator-token' 'http://{http}/api/sites/{site}/events?after=0&limit=5'\n  \
+                 Hub metrics:        curl http://{http}/metrics\n  \
+                 Agent health:       curl http://{agent}/healthz\n  \
+                 Agent metrics:      curl http://{agent}/metrics\n\n\
+                 State lives under ./var (hub database, agent buffer). Ctrl-C stops both.\n",
+                agent = started.http_addr
+            );
+        },
+    ));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot wait for Ctrl-C")?,
+        _ = term.recv() => {}
     }
+    let _ = stop_tx.send(true);
+    agent_task
+        .await
+        .context("agent task")?
+        .map_err(|e| anyhow::anyhow!("agent: {e}"))?;
+    hub_task
+        .await
+        .context("hub task")?
+        .map_err(|e| anyhow::anyhow!("hub: {e}"))?;
+    Ok(())
 }

@@ -4,53 +4,9 @@
 
 mod common;
 
-use common::broker::GatewayBroker;
 use common::device::Device;
 use common::process::wait_until;
-use common::{assert_exactly_once, mqtt_source, Agent, Hub};
-use std::path::Path;
-
-/// Publishes one message and waits until the hub has it: proves the agent's subscription on
-/// the gateway broker is in place before a test's real traffic starts.
-fn prime(gw: &GatewayBroker, hub: &Hub) -> String {
-    let mut probe = Device::connect(gw.addr(), "probe");
-    let before = hub.stored();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut i = 0;
-    // The first probe may be published before the agent's subscription exists (then the broker
-    // has no session to keep it in); keep probing until one arrives.
-    loop {
-        probe.publish_range(i, i + 1);
-        i += 1;
-        let arrived = (0..40).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(25));
-            hub.stored() > before
-        });
-        if arrived {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the agent never forwarded a probe message");
-    }
-    // Later probes may still be in flight; wait until every one that was published is stored.
-    wait_until(60, "every probe message stored", || (hub.stored() >= before + i).then_some(()));
-    probe.wait_all_acked(30);
-    format!("probe-{}", i - 1)
-}
-
-fn probe_ids(hub: &Hub) -> Vec<String> {
-    hub.events()
-        .iter()
-        .filter_map(|e| e["seal_id"].as_str().filter(|s| s.starts_with("probe-")).map(String::from))
-        .collect()
-}
-
-fn setup(dir: &Path) -> (GatewayBroker, Hub, Agent) {
-    let gw = GatewayBroker::start(&dir.join("gateway"));
-    let hub = Hub::start(&dir.join("hub"), None);
-    let agent = Agent::start(&dir.join("agent"), hub.broker, false, "", &mqtt_source(gw.addr()));
-    prime(&gw, &hub);
-    (gw, hub, agent)
-}
+use common::{assert_exactly_once, probe_ids, setup};
 
 #[test]
 fn ten_thousand_device_messages_arrive_exactly_once_and_in_order() {
@@ -61,7 +17,9 @@ fn ten_thousand_device_messages_arrive_exactly_once_and_in_order() {
     dev.publish_range(0, 10_000);
     dev.wait_all_acked(120);
     let total = probes.len() as u64 + 10_000;
-    wait_until(180, "10,000 events in the hub", || (hub.stored() >= total).then_some(()));
+    wait_until(180, "10,000 events in the hub", || {
+        (hub.stored() >= total).then_some(())
+    });
 
     let events = hub.events();
     assert_eq!(events.len() as u64, total);
@@ -69,7 +27,10 @@ fn ten_thousand_device_messages_arrive_exactly_once_and_in_order() {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1));
     }
-    let ids: Vec<&str> = events[probes.len()..].iter().map(|e| e["seal_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = events[probes.len()..]
+        .iter()
+        .map(|e| e["seal_id"].as_str().unwrap())
+        .collect();
     let expected: Vec<String> = (0..10_000).map(|i| dev.id(i)).collect();
     assert_eq!(ids, expected.iter().map(String::as_str).collect::<Vec<_>>());
     let site = hub.site();
@@ -88,12 +49,16 @@ fn agent_killed_with_sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
         dev.publish_range(round * 1500, (round + 1) * 1500);
         expected.extend((round * 1500..(round + 1) * 1500).map(|i| dev.id(i)));
         let target = (expected.len() as u64).saturating_sub(1500) + 200 * (round + 1);
-        wait_until(120, "the agent to be partway through the burst", || (hub.stored() >= target).then_some(()));
+        wait_until(120, "the agent to be partway through the burst", || {
+            (hub.stored() >= target).then_some(())
+        });
         agent.proc.kill9();
         agent.restart();
     }
     dev.wait_all_acked(120);
-    wait_until(180, "every device message in the hub", || (hub.stored() >= expected.len() as u64).then_some(()));
+    wait_until(180, "every device message in the hub", || {
+        (hub.stored() >= expected.len() as u64).then_some(())
+    });
     assert_exactly_once(&hub, &expected);
     let site = hub.site();
     assert_eq!(site["missing"], serde_json::json!([]), "{site}");
@@ -117,7 +82,9 @@ fn hub_down_the_agent_buffers_and_delivers_everything_when_it_returns() {
     assert_eq!(agent.metric("qyt_agent_uplink_connected"), 0.0);
 
     hub.restart();
-    wait_until(180, "the backlog to reach the hub", || (hub.stored() >= expected.len() as u64).then_some(()));
+    wait_until(180, "the backlog to reach the hub", || {
+        (hub.stored() >= expected.len() as u64).then_some(())
+    });
     assert_exactly_once(&hub, &expected);
     wait_until(60, "the agent to delete what the hub acked", || {
         (agent.metric("qyt_agent_buffer_events") == 0.0).then_some(())
@@ -134,12 +101,16 @@ fn hub_killed_with_sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
         dev.publish_range(round * 2000, (round + 1) * 2000);
         expected.extend((round * 2000..(round + 1) * 2000).map(|i| dev.id(i)));
         let target = (expected.len() as u64).saturating_sub(2000) + 500;
-        wait_until(120, "the hub to be partway through the burst", || (hub.stored() >= target).then_some(()));
+        wait_until(120, "the hub to be partway through the burst", || {
+            (hub.stored() >= target).then_some(())
+        });
         hub.proc.kill9();
         hub.restart();
     }
     dev.wait_all_acked(60);
-    wait_until(180, "every device message in the hub", || (hub.stored() >= expected.len() as u64).then_some(()));
+    wait_until(180, "every device message in the hub", || {
+        (hub.stored() >= expected.len() as u64).then_some(())
+    });
     assert_exactly_once(&hub, &expected);
 }
 
@@ -153,11 +124,19 @@ fn graceful_stop_of_the_agent_exits_zero_and_keeps_the_backlog() {
     dev.publish_range(0, 500);
     expected.extend((0..500).map(|i| dev.id(i)));
     dev.wait_all_acked(60);
-    wait_until(60, "the agent to buffer", || (agent.metric("qyt_agent_buffer_events") >= 500.0).then_some(()));
+    wait_until(60, "the agent to buffer", || {
+        (agent.metric("qyt_agent_buffer_events") >= 500.0).then_some(())
+    });
     let status = agent.proc.terminate();
-    assert!(status.success(), "SIGTERM exit status {status}; log: {}", agent.proc.log_text());
+    assert!(
+        status.success(),
+        "SIGTERM exit status {status}; log: {}",
+        agent.proc.log_text()
+    );
     hub.restart();
     agent.restart();
-    wait_until(120, "the backlog to arrive after restarts", || (hub.stored() >= expected.len() as u64).then_some(()));
+    wait_until(120, "the backlog to arrive after restarts", || {
+        (hub.stored() >= expected.len() as u64).then_some(())
+    });
     assert_exactly_once(&hub, &expected);
 }

@@ -120,7 +120,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let key = if self.key.is_empty() { "(file)" } else { &self.key };
+        let key = if self.key.is_empty() {
+            "(file)"
+        } else {
+            &self.key
+        };
         match self.line {
             Some(l) => write!(f, "line {l}: {key}: {}", self.message),
             None => write!(f, "{key}: {}", self.message),
@@ -137,7 +141,12 @@ pub struct ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} has {} error(s):", self.path.display(), self.errors.len())?;
+        writeln!(
+            f,
+            "{} has {} error(s):",
+            self.path.display(),
+            self.errors.len()
+        )?;
         for e in &self.errors {
             writeln!(f, "  {e}")?;
         }
@@ -165,7 +174,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Parses and validates a whole config. Each section is deserialised on its own so that one
 /// bad section does not hide the errors of the others.
 pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
-    let doc = DeTable::parse(src).map_err(|e| vec![toml_error(src, &e, "")])?;
+    let doc = DeTable::parse(src).map_err(|e| vec![toml_error(src, None, &e, "")])?;
     let root = doc.get_ref();
     let mut errors = Vec::new();
     let known = ["site", "buffer", "uplink", "http", "source"];
@@ -199,7 +208,7 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
                 let key = format!("source[{i}]");
                 match SourceConfig::deserialize(toml::de::ValueDeserializer::from(item.clone())) {
                     Ok(s) => sources.push(s),
-                    Err(e) => errors.push(toml_error(src, &e, &key)),
+                    Err(e) => errors.push(toml_error(src, Some(root), &e, &key)),
                 }
             }
         }
@@ -219,11 +228,17 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
         if b.max_bytes < MIN_MAX_BYTES {
             check(
                 "buffer.max_bytes".into(),
-                format!("{} is below the minimum of {MIN_MAX_BYTES} bytes", b.max_bytes),
+                format!(
+                    "{} is below the minimum of {MIN_MAX_BYTES} bytes",
+                    b.max_bytes
+                ),
             );
         }
         if b.max_commit_events == 0 {
-            check("buffer.max_commit_events".into(), "must be at least 1".into());
+            check(
+                "buffer.max_commit_events".into(),
+                "must be at least 1".into(),
+            );
         }
         if b.never_drop.contains(&EventClass::Gap) {
             check(
@@ -244,7 +259,10 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
         if !names.insert(s.name().to_string()) {
             check(
                 format!("source[{i}].name"),
-                format!("{:?} is used by another source; names must be unique", s.name()),
+                format!(
+                    "{:?} is used by another source; names must be unique",
+                    s.name()
+                ),
             );
         }
         let problems = match s {
@@ -286,22 +304,36 @@ fn section<T: for<'de> Deserialize<'de>>(
     match T::deserialize(toml::de::ValueDeserializer::from(v.clone())) {
         Ok(t) => Some(t),
         Err(e) => {
-            errors.push(toml_error(src, &e, key));
+            errors.push(toml_error(src, Some(root), &e, key));
             None
         }
     }
 }
 
-fn toml_error(src: &str, e: &toml::de::Error, key: &str) -> ConfigError {
+/// A deserialisation error, placed at the span toml gives or, for errors raised by a type's
+/// own validation (which carry no span), at the key's line.
+fn toml_error(
+    src: &str,
+    root: Option<&DeTable<'_>>,
+    e: &toml::de::Error,
+    key: &str,
+) -> ConfigError {
     ConfigError {
         key: key.to_string(),
-        line: e.span().map(|s| line_at(src, s.start)),
+        line: e
+            .span()
+            .map(|s| line_at(src, s.start))
+            .or_else(|| root.and_then(|r| line_of(src, r, key))),
         message: e.message().trim().to_string(),
     }
 }
 
 fn line_at(src: &str, offset: usize) -> usize {
-    src[..offset.min(src.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    src[..offset.min(src.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The line of a dotted key path like `source[1].topic[0].filter`, as deep as it resolves.
@@ -349,7 +381,10 @@ name = "sim"
         let c = parse(GOOD).unwrap();
         assert_eq!(c.site.as_str(), "gate-01");
         assert_eq!(c.buffer.engine, Engine::Redb);
-        assert_eq!(c.buffer.never_drop, vec![EventClass::Seal, EventClass::Gate]);
+        assert_eq!(
+            c.buffer.never_drop,
+            vec![EventClass::Seal, EventClass::Gate]
+        );
         assert_eq!(c.http.listen, default_http_listen());
         assert_eq!(c.sources.len(), 1);
     }
@@ -376,9 +411,8 @@ name = "x"
 "#;
         let errs = parse(src).unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        let has = |key: &str, line: usize| {
-            errs.iter().any(|e| e.key == key && e.line == Some(line))
-        };
+        let has =
+            |key: &str, line: usize| errs.iter().any(|e| e.key == key && e.line == Some(line));
         assert!(has("site", 2), "{text:#?}");
         assert!(has("colour", 3), "{text:#?}");
         assert!(has("buffer.max_bytes", 6), "{text:#?}");
@@ -397,7 +431,10 @@ name = "x"
     fn missing_sections_are_named() {
         let errs = parse("site = \"a\"\n").unwrap_err();
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
-        assert!(keys.contains(&"buffer") && keys.contains(&"uplink") && keys.contains(&"source"), "{keys:?}");
+        assert!(
+            keys.contains(&"buffer") && keys.contains(&"uplink") && keys.contains(&"source"),
+            "{keys:?}"
+        );
     }
 
     #[test]

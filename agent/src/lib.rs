@@ -4,6 +4,9 @@
 //! Data path: sources → intake (sequence numbers, group commit) → buffer → uplink → hub.
 
 pub mod buffer;
+pub mod config;
+pub mod http;
 pub mod metrics;
+pub mod run;
+pub mod sources;
 pub mod uplink;
-// Lead's modules (config, http, run, sources) are wired in once intake and uplink land.

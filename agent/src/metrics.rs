@@ -32,7 +32,9 @@ impl SourceMetrics {
     }
 
     pub fn decode_error(&self, reason: &str) {
-        *lock(&self.decode_errors).entry(reason.to_string()).or_default() += 1;
+        *lock(&self.decode_errors)
+            .entry(reason.to_string())
+            .or_default() += 1;
     }
 
     pub fn decode_errors_total(&self) -> u64 {
@@ -156,7 +158,12 @@ impl Metrics {
             "# HELP qyt_agent_events_received_total Device messages received, by source.\n# TYPE qyt_agent_events_received_total counter"
         );
         for s in &sources {
-            let _ = writeln!(o, "qyt_agent_events_received_total{{source=\"{}\"}} {}", esc(&s.name), s.received.load(Relaxed));
+            let _ = writeln!(
+                o,
+                "qyt_agent_events_received_total{{source=\"{}\"}} {}",
+                esc(&s.name),
+                s.received.load(Relaxed)
+            );
         }
         let _ = writeln!(
             o,
@@ -177,7 +184,12 @@ impl Metrics {
             "# HELP qyt_agent_duplicates_total Device messages dropped as redeliveries of one already accepted, by source.\n# TYPE qyt_agent_duplicates_total counter"
         );
         for s in &sources {
-            let _ = writeln!(o, "qyt_agent_duplicates_total{{source=\"{}\"}} {}", esc(&s.name), s.duplicates.load(Relaxed));
+            let _ = writeln!(
+                o,
+                "qyt_agent_duplicates_total{{source=\"{}\"}} {}",
+                esc(&s.name),
+                s.duplicates.load(Relaxed)
+            );
         }
         let _ = writeln!(
             o,
@@ -187,24 +199,88 @@ impl Metrics {
             let up = matches!(lock(&s.state).0, SourceState::Connected) as u8;
             let _ = writeln!(o, "qyt_agent_source_up{{source=\"{}\"}} {up}", esc(&s.name));
         }
-        counter(&mut o, "qyt_agent_events_durable_total", "Events made durable in the buffer.", self.durable.load(Relaxed));
-        counter(&mut o, "qyt_agent_group_commits_total", "Durable group commits of the buffer.", self.commits.load(Relaxed));
-        counter(&mut o, "qyt_agent_events_sent_total", "Events published to the hub, resends included.", self.sent.load(Relaxed));
-        counter(&mut o, "qyt_agent_batches_sent_total", "Batches published to the hub.", self.batches_sent.load(Relaxed));
-        counter(&mut o, "qyt_agent_resends_total", "Times the uplink went back to resend unacked events.", self.resends.load(Relaxed));
-        counter(&mut o, "qyt_agent_events_acked_total", "Events acknowledged as stored by the hub and deleted.", self.acked.load(Relaxed));
+        counter(
+            &mut o,
+            "qyt_agent_events_durable_total",
+            "Events made durable in the buffer.",
+            self.durable.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "qyt_agent_group_commits_total",
+            "Durable group commits of the buffer.",
+            self.commits.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "qyt_agent_events_sent_total",
+            "Events published to the hub, resends included.",
+            self.sent.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "qyt_agent_batches_sent_total",
+            "Batches published to the hub.",
+            self.batches_sent.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "qyt_agent_resends_total",
+            "Times the uplink went back to resend unacked events.",
+            self.resends.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "qyt_agent_events_acked_total",
+            "Events acknowledged as stored by the hub and deleted.",
+            self.acked.load(Relaxed),
+        );
         let _ = writeln!(
             o,
             "# HELP qyt_agent_events_dropped_total Events dropped or refused, by reason.\n# TYPE qyt_agent_events_dropped_total counter"
         );
-        for k in [DropKind::BufferFull, DropKind::RefusedFull, DropKind::Corrupt] {
-            let _ = writeln!(o, "qyt_agent_events_dropped_total{{reason=\"{}\"}} {}", k.label(), self.dropped_total(k));
+        for k in [
+            DropKind::BufferFull,
+            DropKind::RefusedFull,
+            DropKind::Corrupt,
+        ] {
+            let _ = writeln!(
+                o,
+                "qyt_agent_events_dropped_total{{reason=\"{}\"}} {}",
+                k.label(),
+                self.dropped_total(k)
+            );
         }
-        counter(&mut o, "qyt_agent_bad_acks_total", "Acks from the hub that were malformed or not for this site.", self.bad_acks.load(Relaxed));
-        counter(&mut o, "qyt_agent_uplink_reconnects_total", "Connections to the hub's broker established after the first.", self.uplink_reconnects.load(Relaxed));
-        gauge(&mut o, "qyt_agent_buffer_events", "Events held in the buffer, not yet acknowledged.", self.buffer_events.load(Relaxed) as f64);
-        gauge(&mut o, "qyt_agent_buffer_bytes", "Encoded bytes of the events held.", self.buffer_bytes.load(Relaxed) as f64);
-        gauge(&mut o, "qyt_agent_buffer_disk_bytes", "Bytes the buffer's files occupy on disk.", self.buffer_disk_bytes.load(Relaxed) as f64);
+        counter(
+            &mut o,
+            "qyt_agent_bad_acks_total",
+            "Acks from the hub that were malformed or not for this site.",
+            self.bad_acks.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "qyt_agent_uplink_reconnects_total",
+            "Connections to the hub's broker established after the first.",
+            self.uplink_reconnects.load(Relaxed),
+        );
+        gauge(
+            &mut o,
+            "qyt_agent_buffer_events",
+            "Events held in the buffer, not yet acknowledged.",
+            self.buffer_events.load(Relaxed) as f64,
+        );
+        gauge(
+            &mut o,
+            "qyt_agent_buffer_bytes",
+            "Encoded bytes of the events held.",
+            self.buffer_bytes.load(Relaxed) as f64,
+        );
+        gauge(
+            &mut o,
+            "qyt_agent_buffer_disk_bytes",
+            "Bytes the buffer's files occupy on disk.",
+            self.buffer_disk_bytes.load(Relaxed) as f64,
+        );
         gauge(
             &mut o,
             "qyt_agent_oldest_unacked_age_seconds",
@@ -227,7 +303,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -242,8 +320,12 @@ mod tests {
         s.decode_error("bad_json");
         m.dropped(DropKind::BufferFull, 2);
         let text = m.render(0);
-        assert!(text.contains("qyt_agent_events_received_total{source=\"gw\\\"1\"} 3"), "{text}");
-        assert!(text.contains("qyt_agent_decode_errors_total{source=\"gw\\\"1\",reason=\"bad_json\"} 1"));
+        assert!(
+            text.contains("qyt_agent_events_received_total{source=\"gw\\\"1\"} 3"),
+            "{text}"
+        );
+        assert!(text
+            .contains("qyt_agent_decode_errors_total{source=\"gw\\\"1\",reason=\"bad_json\"} 1"));
         assert!(text.contains("qyt_agent_events_dropped_total{reason=\"buffer_full\"} 2"));
         assert_eq!(m.source_health()[0].decode_errors, 1);
     }

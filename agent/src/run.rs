@@ -72,19 +72,29 @@ pub async fn run(
     let stats = buf.stats();
     info!(site = %site, engine = ?engine, events = stats.events, next_seq = %buf.next_seq(), acked = %buf.acked(), "buffer opened");
 
-    let (intake, intake_join) = Intake::start(buf.clone(), site.clone(), cfg.buffer.intake(), metrics.clone(), report)
-        .map_err(|e| AgentError::Intake(e.to_string()))?;
+    let (intake, intake_join) = Intake::start(
+        buf.clone(),
+        site.clone(),
+        cfg.buffer.intake(),
+        metrics.clone(),
+        report,
+    )
+    .map_err(|e| AgentError::Intake(e.to_string()))?;
 
-    let listener = http::bind(cfg.http.listen).await.map_err(|source| AgentError::Http {
-        addr: cfg.http.listen,
-        source,
-    })?;
+    let listener = http::bind(cfg.http.listen)
+        .await
+        .map_err(|source| AgentError::Http {
+            addr: cfg.http.listen,
+            source,
+        })?;
     let http_addr = listener.local_addr().map_err(|source| AgentError::Http {
         addr: cfg.http.listen,
         source,
     })?;
     let (http_stop, mut http_signal) = Shutdown::new();
-    let http_task = tokio::spawn(http::serve(listener, metrics.clone(), async move { http_signal.wait().await }));
+    let http_task = tokio::spawn(http::serve(listener, metrics.clone(), async move {
+        http_signal.wait().await
+    }));
 
     let (uplink_stop, mut uplink_signal) = Shutdown::new();
     let mut uplink_task = tokio::spawn(uplink::run(
@@ -147,7 +157,9 @@ pub async fn run(
     }
     // Every source has returned and dropped its intake handle: the writer commits what is
     // queued and ends.
-    intake_join.join();
+    if let Err(e) = tokio::task::spawn_blocking(move || intake_join.join()).await {
+        error!(site = %site, error = %e, "waiting for the intake writer failed");
+    }
     let _ = uplink_stop.send(true);
     if !uplink_task.is_finished() {
         match tokio::time::timeout(Duration::from_secs(5), &mut uplink_task).await {

@@ -5,7 +5,9 @@ use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("{what} {value:?} is invalid: use 1 to {max} characters of A-Z, a-z, 0-9, '-', '_' or '.'")]
+    #[error(
+        "{what} {value:?} is invalid: use 1 to {max} characters of A-Z, a-z, 0-9, '-', '_' or '.'"
+    )]
     Invalid {
         what: &'static str,
         value: String,
@@ -16,8 +18,7 @@ pub enum IdError {
 fn valid_token(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
@@ -80,7 +81,9 @@ impl fmt::Display for SealId {
 
 /// Per-site sequence number. Assigned by the agent when an event becomes durable; starts at 1 and
 /// is never reused, also across restarts. 0 means "nothing yet" in acks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct Seq(pub u64);
 

@@ -45,8 +45,14 @@ mod tests {
     fn topics_round_trip_site() {
         let s = SiteId::new("gate-7").unwrap();
         assert_eq!(Topics::events(&s), "qyt/v1/site/gate-7/events");
-        assert_eq!(Topics::site_of(&Topics::events(&s), "events"), Some("gate-7"));
-        assert_eq!(Topics::site_of(&Topics::status(&s), "status"), Some("gate-7"));
+        assert_eq!(
+            Topics::site_of(&Topics::events(&s), "events"),
+            Some("gate-7")
+        );
+        assert_eq!(
+            Topics::site_of(&Topics::status(&s), "status"),
+            Some("gate-7")
+        );
         assert_eq!(Topics::site_of(&Topics::acks(&s), "events"), None);
         assert_eq!(Topics::site_of("other/site/x/events", "events"), None);
     }

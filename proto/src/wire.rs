@@ -4,7 +4,7 @@
 //! speak with [`WireError::UnsupportedVersion`] instead of guessing at its fields.
 
 use crate::body::Body;
-use crate::ids::{SiteId, Seq};
+use crate::ids::{Seq, SiteId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +41,10 @@ pub struct Batch {
 impl Batch {
     /// Builds the encoded batch from events that are already JSON (as the agent's buffer keeps
     /// them), without decoding and re-encoding each one.
-    pub fn encode_from_json<'a>(site: &SiteId, events: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    pub fn encode_from_json<'a>(
+        site: &SiteId,
+        events: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);
         out.extend_from_slice(b"{\"v\":");
         out.extend_from_slice(PROTOCOL_VERSION.to_string().as_bytes());
@@ -147,7 +150,10 @@ struct VersionOnly {
 
 /// Decodes a message of type `T`; when it does not parse, tells an unknown version apart from
 /// plain garbage so the log says which side needs fixing.
-fn decode<'a, T: Deserialize<'a> + HasVersion>(what: &'static str, bytes: &'a [u8]) -> Result<T, WireError> {
+fn decode<'a, T: Deserialize<'a> + HasVersion>(
+    what: &'static str,
+    bytes: &'a [u8],
+) -> Result<T, WireError> {
     match serde_json::from_slice::<T>(bytes) {
         Ok(m) if m.version() == PROTOCOL_VERSION => Ok(m),
         Ok(m) => Err(WireError::UnsupportedVersion {
@@ -156,11 +162,13 @@ fn decode<'a, T: Deserialize<'a> + HasVersion>(what: &'static str, bytes: &'a [u
             supported: PROTOCOL_VERSION,
         }),
         Err(source) => match serde_json::from_slice::<VersionOnly>(bytes) {
-            Ok(VersionOnly { v }) if v != u64::from(PROTOCOL_VERSION) => Err(WireError::UnsupportedVersion {
-                what,
-                found: v,
-                supported: PROTOCOL_VERSION,
-            }),
+            Ok(VersionOnly { v }) if v != u64::from(PROTOCOL_VERSION) => {
+                Err(WireError::UnsupportedVersion {
+                    what,
+                    found: v,
+                    supported: PROTOCOL_VERSION,
+                })
+            }
             _ => Err(WireError::Malformed { what, source }),
         },
     }
@@ -239,9 +247,15 @@ mod tests {
     #[test]
     fn unknown_version_is_named_not_malformed() {
         let err = decode_batch(br#"{"v":2,"site":"s1","events":[],"new":1}"#).unwrap_err();
-        assert!(matches!(err, WireError::UnsupportedVersion { found: 2, .. }), "{err}");
+        assert!(
+            matches!(err, WireError::UnsupportedVersion { found: 2, .. }),
+            "{err}"
+        );
         let err = decode_batch(br#"{"v":9,"totally":"different"}"#).unwrap_err();
-        assert!(matches!(err, WireError::UnsupportedVersion { found: 9, .. }), "{err}");
+        assert!(
+            matches!(err, WireError::UnsupportedVersion { found: 9, .. }),
+            "{err}"
+        );
         let err = decode_ack(br#"{"v":1,"site":"s1"}"#).unwrap_err();
         assert!(matches!(err, WireError::Malformed { .. }), "{err}");
         assert!(decode_batch(b"\xff\x00").is_err());

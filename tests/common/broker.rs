@@ -8,14 +8,25 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub enum GatewayBroker {
-    Mosquitto { child: Child, addr: SocketAddr },
-    Embedded { shutdown: mqtt5::broker::BrokerShutdownHandle, addr: SocketAddr, thread: Option<std::thread::JoinHandle<()>> },
+    Mosquitto {
+        child: Child,
+        addr: SocketAddr,
+    },
+    Embedded {
+        shutdown: mqtt5::broker::BrokerShutdownHandle,
+        addr: SocketAddr,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
 }
 
 pub fn mosquitto_path() -> Option<&'static str> {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
+    [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
 }
 
 /// When set (CI sets it), a missing Mosquitto fails the Mosquitto interop tests instead of
@@ -25,13 +36,20 @@ pub fn mosquitto_required() -> bool {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_for_port(addr: SocketAddr, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start listening on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -77,14 +95,19 @@ impl GatewayBroker {
     pub fn embedded() -> GatewayBroker {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let mut config = mqtt5::broker::BrokerConfig {
                     bind_addresses: vec!["127.0.0.1:0".parse().unwrap()],
                     ..Default::default()
                 };
                 config.auth_config.allow_anonymous = true;
-                let mut broker = mqtt5::broker::MqttBroker::with_config(config).await.expect("embedded broker");
+                let mut broker = mqtt5::broker::MqttBroker::with_config(config)
+                    .await
+                    .expect("embedded broker");
                 let addr = broker.local_addr().expect("bound");
                 tx.send((broker.shutdown_handle(), addr)).unwrap();
                 let _ = broker.run().await;
@@ -92,7 +115,11 @@ impl GatewayBroker {
         });
         let (shutdown, addr) = rx.recv().expect("embedded broker started");
         wait_for_port(addr, "embedded broker");
-        GatewayBroker::Embedded { shutdown, addr, thread: Some(thread) }
+        GatewayBroker::Embedded {
+            shutdown,
+            addr,
+            thread: Some(thread),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -113,7 +140,9 @@ impl Drop for GatewayBroker {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            GatewayBroker::Embedded { shutdown, thread, .. } => {
+            GatewayBroker::Embedded {
+                shutdown, thread, ..
+            } => {
                 shutdown.shutdown();
                 if let Some(t) = thread.take() {
                     let _ = t.join();

@@ -29,8 +29,13 @@ device_id = "$topic[1]"
 
 impl Device {
     pub fn connect(broker: SocketAddr, name: &str) -> Device {
-        let mut opts = MqttOptions::new(format!("test-device-{name}"), broker.ip().to_string(), broker.port());
-        opts.set_keep_alive(Duration::from_secs(30)).set_inflight(200);
+        let mut opts = MqttOptions::new(
+            format!("test-device-{name}"),
+            broker.ip().to_string(),
+            broker.port(),
+        );
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_inflight(200);
         let (client, mut connection) = Client::new(opts, 1000);
         let acked = Arc::new(AtomicU64::new(0));
         let counter = acked.clone();
@@ -46,7 +51,13 @@ impl Device {
                 }
             }
         });
-        Device { client, acked, published: 0, thread: Some(thread), name: name.into() }
+        Device {
+            client,
+            acked,
+            published: 0,
+            thread: Some(thread),
+            name: name.into(),
+        }
     }
 
     /// The message id of the i-th reading: unique across devices and runs of a test.
@@ -64,7 +75,12 @@ impl Device {
                 ts = chrono::Utc::now().timestamp_millis()
             );
             self.client
-                .publish(format!("dev/{}/seal", self.name), QoS::AtLeastOnce, false, payload)
+                .publish(
+                    format!("dev/{}/seal", self.name),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
                 .unwrap();
             self.published += 1;
         }
@@ -73,7 +89,12 @@ impl Device {
     /// Publishes one message as it is (for malformed payloads).
     pub fn publish_raw(&mut self, payload: &[u8]) {
         self.client
-            .publish(format!("dev/{}/seal", self.name), QoS::AtLeastOnce, false, payload.to_vec())
+            .publish(
+                format!("dev/{}/seal", self.name),
+                QoS::AtLeastOnce,
+                false,
+                payload.to_vec(),
+            )
             .unwrap();
         self.published += 1;
     }

@@ -8,6 +8,7 @@ pub mod broker;
 pub mod device;
 pub mod process;
 
+use broker::GatewayBroker;
 use process::{wait_until, Proc};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -20,8 +21,12 @@ pub const TOKEN: &str = "demo-operator-token";
 /// The `[[api.tokens]]` and `[[sites]]` of the shipped config/hub.toml (the demo credentials
 /// above), so the tests also prove the shipped hashes match the documented plain values.
 fn shipped_hub_auth() -> String {
-    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hub.toml")).unwrap();
-    let start = shipped.find("[[api.tokens]]").expect("shipped hub.toml has [[api.tokens]]");
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hub.toml"))
+            .unwrap();
+    let start = shipped
+        .find("[[api.tokens]]")
+        .expect("shipped hub.toml has [[api.tokens]]");
     shipped[start..].to_string()
 }
 
@@ -36,7 +41,8 @@ impl Hub {
     /// A hub with its embedded broker (or `external` broker URL), on fixed free ports so that
     /// a restart comes back where the agent expects it.
     pub fn start(dir: &Path, external: Option<SocketAddr>) -> Hub {
-        let broker = external.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], broker::free_port())));
+        let broker =
+            external.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], broker::free_port())));
         let http = SocketAddr::from(([127, 0, 0, 1], broker::free_port()));
         let broker_section = match external {
             Some(addr) => format!("url = \"mqtt://{addr}\"\n"),
@@ -53,14 +59,29 @@ impl Hub {
             ),
         )
         .unwrap();
-        let mut hub = Hub { proc: Proc::spawn("hub", "qyt-hub", &["--config", config.to_str().unwrap()], dir), broker, http, config };
+        let mut hub = Hub {
+            proc: Proc::spawn(
+                "hub",
+                "qyt-hub",
+                &["--config", config.to_str().unwrap()],
+                dir,
+            ),
+            broker,
+            http,
+            config,
+        };
         hub.wait_ready();
         hub
     }
 
     pub fn restart(&mut self) {
         let dir = self.config.parent().unwrap().to_path_buf();
-        self.proc = Proc::spawn("hub", "qyt-hub", &["--config", self.config.to_str().unwrap()], &dir);
+        self.proc = Proc::spawn(
+            "hub",
+            "qyt-hub",
+            &["--config", self.config.to_str().unwrap()],
+            &dir,
+        );
         self.wait_ready();
     }
 
@@ -69,7 +90,11 @@ impl Hub {
         let proc = &mut self.proc;
         wait_until(60, "the hub to be ready", || {
             assert!(proc.is_running(), "hub exited: {}", proc.log_text());
-            ureq::get(&url).call().ok().filter(|r| r.status() == 200).map(|_| ())
+            ureq::get(&url)
+                .call()
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
         });
     }
 
@@ -102,7 +127,9 @@ impl Hub {
         let mut all = Vec::new();
         let mut after = 0;
         loop {
-            let page = self.get(&format!("/api/sites/{SITE}/events?after={after}&limit=1000"));
+            let page = self.get(&format!(
+                "/api/sites/{SITE}/events?after={after}&limit=1000"
+            ));
             let page = page.as_array().unwrap().clone();
             if page.is_empty() {
                 return all;
@@ -114,6 +141,15 @@ impl Hub {
 
     pub fn metric(&self, name: &str) -> f64 {
         scrape(self.http, name)
+    }
+
+    /// The seal ids of the stored seal events, in seq order.
+    pub fn events_kind_seal_ids(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .filter(|e| e["kind"] == "seal")
+            .filter_map(|e| e["seal_id"].as_str().map(String::from))
+            .collect()
     }
 }
 
@@ -139,7 +175,13 @@ pub struct Agent {
 impl Agent {
     /// An agent for the test site whose uplink goes to `hub_broker`, with `sources` (TOML of
     /// [[source]] tables) and extra `[buffer]` keys.
-    pub fn start(dir: &Path, hub_broker: SocketAddr, anonymous: bool, buffer_extra: &str, sources: &str) -> Agent {
+    pub fn start(
+        dir: &Path,
+        hub_broker: SocketAddr,
+        anonymous: bool,
+        buffer_extra: &str,
+        sources: &str,
+    ) -> Agent {
         std::fs::create_dir_all(dir).unwrap();
         let http = SocketAddr::from(([127, 0, 0, 1], broker::free_port()));
         let login = if anonymous {
@@ -160,14 +202,28 @@ impl Agent {
             ),
         )
         .unwrap();
-        let mut agent = Agent { proc: Proc::spawn("agent", "qyt-agent", &["--config", config.to_str().unwrap()], dir), http, config };
+        let mut agent = Agent {
+            proc: Proc::spawn(
+                "agent",
+                "qyt-agent",
+                &["--config", config.to_str().unwrap()],
+                dir,
+            ),
+            http,
+            config,
+        };
         agent.wait_ready();
         agent
     }
 
     pub fn restart(&mut self) {
         let dir = self.config.parent().unwrap().to_path_buf();
-        self.proc = Proc::spawn("agent", "qyt-agent", &["--config", self.config.to_str().unwrap()], &dir);
+        self.proc = Proc::spawn(
+            "agent",
+            "qyt-agent",
+            &["--config", self.config.to_str().unwrap()],
+            &dir,
+        );
         self.wait_ready();
     }
 
@@ -176,7 +232,11 @@ impl Agent {
         let proc = &mut self.proc;
         wait_until(60, "the agent to be ready", || {
             assert!(proc.is_running(), "agent exited: {}", proc.log_text());
-            ureq::get(&url).call().ok().filter(|r| r.status() == 200).map(|_| ())
+            ureq::get(&url)
+                .call()
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
         });
     }
 
@@ -212,7 +272,77 @@ pub fn assert_exactly_once(hub: &Hub, expected: &[String]) {
             }
         }
     }
-    let missing: Vec<&String> = expected.iter().filter(|id| !seen.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} device messages never reached the hub, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
-    assert_eq!(seen.len(), expected.len(), "the hub holds seal events no device sent");
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|id| !seen.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} device messages never reached the hub, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(
+        seen.len(),
+        expected.len(),
+        "the hub holds seal events no device sent"
+    );
+}
+
+/// Publishes one message and waits until the hub has it: proves the agent's subscription on
+/// the gateway broker is in place before a test's real traffic starts.
+pub fn prime(gw: &GatewayBroker, hub: &Hub) -> String {
+    let mut probe = device::Device::connect(gw.addr(), "probe");
+    let before = hub.stored();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut i = 0;
+    // The first probe may be published before the agent's subscription exists (then the broker
+    // has no session to keep it in); keep probing until one arrives.
+    loop {
+        probe.publish_range(i, i + 1);
+        i += 1;
+        let arrived = (0..40).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            hub.stored() > before
+        });
+        if arrived {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never forwarded a probe message"
+        );
+    }
+    // Later probes may still be in flight; wait until every one that was published is stored.
+    process::wait_until(60, "every probe message stored", || {
+        (hub.stored() >= before + i).then_some(())
+    });
+    probe.wait_all_acked(30);
+    format!("probe-{}", i - 1)
+}
+
+pub fn probe_ids(hub: &Hub) -> Vec<String> {
+    hub.events()
+        .iter()
+        .filter_map(|e| {
+            e["seal_id"]
+                .as_str()
+                .filter(|s| s.starts_with("probe-"))
+                .map(String::from)
+        })
+        .collect()
+}
+
+pub fn setup(dir: &Path) -> (GatewayBroker, Hub, Agent) {
+    let gw = GatewayBroker::start(&dir.join("gateway"));
+    let hub = Hub::start(&dir.join("hub"), None);
+    let agent = Agent::start(
+        &dir.join("agent"),
+        hub.broker,
+        false,
+        "",
+        &mqtt_source(gw.addr()),
+    );
+    prime(&gw, &hub);
+    (gw, hub, agent)
 }

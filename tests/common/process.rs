@@ -31,16 +31,27 @@ impl Proc {
     pub fn spawn(name: &str, binary: &str, args: &[&str], dir: &Path) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
         let log = dir.join(format!("{name}.log"));
-        let out = File::options().create(true).append(true).open(&log).unwrap();
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(bin(binary))
             .args(args)
             .current_dir(dir)
-            .env("RUST_LOG", std::env::var("QYT_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("QYT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
             .unwrap_or_else(|e| panic!("start {binary}: {e}"));
-        Proc { name: name.into(), child: Some(child), log }
+        Proc {
+            name: name.into(),
+            child: Some(child),
+            log,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -68,7 +79,11 @@ impl Proc {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                panic!("{} did not exit within 30 s of SIGTERM; log: {}", self.name, self.log_text());
+                panic!(
+                    "{} did not exit within 30 s of SIGTERM; log: {}",
+                    self.name,
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -100,7 +115,10 @@ pub fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }

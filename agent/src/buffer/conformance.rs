@@ -464,3 +464,30 @@ fn redb_gives_space_back_after_drain_and_compact() {
         "compact gave space back: {full} -> {after}"
     );
 }
+
+#[test]
+#[ignore = "benchmark: run in release mode with --ignored --nocapture"]
+fn append_rate() {
+    fn measure<E: TestEngine>(name: &str, per_commit: u64) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (b, _) = E::open(dir.path()).expect("open");
+        let total = 200_000u64;
+        let started = std::time::Instant::now();
+        for c in 0..total / per_commit {
+            let recs: Vec<StoredRecord> = (1..=per_commit)
+                .map(|i| rec(c * per_commit + i, EventClass::Position, 236))
+                .collect();
+            b.append(&recs).expect("append");
+        }
+        let s = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{name}: {per_commit} records of 250 bytes per commit: {:.0} records/s durable, {} bytes on disk",
+            total as f64 / s,
+            b.disk_bytes()
+        );
+    }
+    for per_commit in [100, 1000] {
+        measure::<RedbBuffer>("redb", per_commit);
+        measure::<SledBuffer>("sled", per_commit);
+    }
+}

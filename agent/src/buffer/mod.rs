@@ -20,7 +20,9 @@ pub use record::StoredRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
-    #[error("buffer storage at {path} failed: {detail}; check the disk (space, permissions, health)")]
+    #[error(
+        "buffer storage at {path} failed: {detail}; check the disk (space, permissions, health)"
+    )]
     Storage { path: String, detail: String },
     #[error("append out of order: got seq {got}, expected at least {expected}")]
     OutOfOrder { got: Seq, expected: Seq },
@@ -71,7 +73,12 @@ pub trait Buffer: Send + Sync + 'static {
 
     /// Up to `max_events` records with seq >= `from`, ascending, stopping before `max_bytes` of
     /// payload would be exceeded (but always at least one record if any exists).
-    fn read_from(&self, from: Seq, max_events: usize, max_bytes: usize) -> Result<Vec<StoredRecord>, BufferError>;
+    fn read_from(
+        &self,
+        from: Seq,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, BufferError>;
 
     /// Deletes every record with seq <= `through` and persists `through` as acked (never moving
     /// it backwards). Returns how many records were deleted.
@@ -79,7 +86,11 @@ pub trait Buffer: Send + Sync + 'static {
 
     /// Deletes the oldest records whose class `droppable` accepts until at least `bytes` of
     /// payload are freed or none are left; returns their seqs, ascending.
-    fn evict_oldest(&self, droppable: &dyn Fn(EventClass) -> bool, bytes: u64) -> Result<Vec<Seq>, BufferError>;
+    fn evict_oldest(
+        &self,
+        droppable: &dyn Fn(EventClass) -> bool,
+        bytes: u64,
+    ) -> Result<Vec<Seq>, BufferError>;
 
     fn stats(&self) -> BufferStats;
 
@@ -92,7 +103,10 @@ pub trait Buffer: Send + Sync + 'static {
 }
 
 /// Opens the configured engine in `dir` (created if missing).
-pub fn open(engine: Engine, dir: &Path) -> Result<(std::sync::Arc<dyn Buffer>, OpenReport), BufferError> {
+pub fn open(
+    engine: Engine,
+    dir: &Path,
+) -> Result<(std::sync::Arc<dyn Buffer>, OpenReport), BufferError> {
     match engine {
         Engine::Redb => {
             let (b, r) = redb_store::RedbBuffer::open(dir)?;

@@ -103,8 +103,14 @@ mod tests {
         for i in 0..v.len() {
             let mut bad = v.clone();
             bad[i] ^= 0x40;
-            assert!(StoredRecord::decode_value(Seq(7), &bad).is_err(), "byte {i}");
+            assert!(
+                StoredRecord::decode_value(Seq(7), &bad).is_err(),
+                "byte {i}"
+            );
         }
-        assert_eq!(StoredRecord::decode_value(Seq(7), &v[..5]), Err(RecordError::Truncated(5)));
+        assert_eq!(
+            StoredRecord::decode_value(Seq(7), &v[..5]),
+            Err(RecordError::Truncated(5))
+        );
     }
 }

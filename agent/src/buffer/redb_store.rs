@@ -248,7 +248,7 @@ impl RedbBuffer {
         std::fs::create_dir_all(dir)
             .map_err(|e| storage_error(dir, "creating the buffer directory", e))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| storage_error(&path, "opening the redb database (if it is damaged beyond repair, move it aside; the agent will start a new one)", e))?;
+        let db = Database::create(&path).map_err(|e| storage_error(&path, "opening the redb database (if it is damaged beyond repair, keep it for analysis: a new, empty buffer would number events from 1 again, which the hub takes for duplicates)", e))?;
         let err = |what: &str, e: &dyn Display| storage_error(&path, what, e);
 
         let mut scan = OpenScan::default();
@@ -514,8 +514,8 @@ impl Buffer for RedbBuffer {
                         break;
                     }
                     let (k, v) = item.map_err(|e| self.err("scanning for eviction", e))?;
-                    if let Some(len) = evictable(k.value(), v.value(), droppable) {
-                        victims.push(seq_of(k.value()).unwrap_or_default());
+                    if let Some((seq, len)) = evictable(k.value(), v.value(), droppable) {
+                        victims.push(seq);
                         freed += len;
                     }
                 }
@@ -582,10 +582,14 @@ pub(super) fn decode_live(path: &Path, k: &[u8], v: &[u8]) -> Result<StoredRecor
     })
 }
 
-/// The size a record frees if eviction may take it: intact and of a droppable class. Damaged
+/// The seq and size of a record if eviction may take it: intact and of a droppable class. Damaged
 /// records are left for the next start-up, which reports them as corrupt rather than evicted.
-pub(super) fn evictable(k: &[u8], v: &[u8], droppable: &dyn Fn(EventClass) -> bool) -> Option<u64> {
+pub(super) fn evictable(
+    k: &[u8],
+    v: &[u8],
+    droppable: &dyn Fn(EventClass) -> bool,
+) -> Option<(Seq, u64)> {
     let seq = seq_of(k)?;
     let r = StoredRecord::decode_value(seq, v).ok()?;
-    droppable(r.class).then(|| r.encoded_len())
+    droppable(r.class).then(|| (seq, r.encoded_len()))
 }

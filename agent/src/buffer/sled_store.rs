@@ -6,7 +6,7 @@
 //! does nothing and the on-disk size bound can only be held as a high-water mark. Prefer redb.
 
 use super::redb_store::{
-    allocated, decode_live, evictable, lock, seq_of, storage_error, Oldest, OpenScan, Tally,
+    allocated, decode_live, evictable, lock, storage_error, Oldest, OpenScan, Tally,
 };
 use super::{record, Buffer, BufferError, BufferStats, OpenReport, StoredRecord};
 use qyt_proto::{EventClass, Seq};
@@ -45,7 +45,7 @@ impl SledBuffer {
             if is_lock_error(&e) {
                 err("opening the sled database: another process holds it (is a second agent running on this buffer directory?)", &e)
             } else {
-                err("opening the sled database (if it is damaged beyond repair, move it aside; the agent will start a new one)", &e)
+                err("opening the sled database (if it is damaged beyond repair, keep it for analysis: a new, empty buffer would number events from 1 again, which the hub takes for duplicates)", &e)
             }
         })?;
         let records = db
@@ -246,7 +246,7 @@ impl Buffer for SledBuffer {
                 break;
             }
             let (k, v) = item.map_err(|e| self.err("scanning for eviction", e))?;
-            if let (Some(seq), Some(len)) = (seq_of(&k), evictable(&k, &v, droppable)) {
+            if let Some((seq, len)) = evictable(&k, &v, droppable) {
                 victims.push(seq);
                 freed += len;
                 batch.remove(k);

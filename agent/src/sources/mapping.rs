@@ -48,7 +48,9 @@ pub enum MapError {
     MissingField { field: String, path: String },
     #[error("the mapped fields do not make a valid {kind} body: {detail}")]
     InvalidBody { kind: &'static str, detail: String },
-    #[error("observation time {value} at {path:?} is neither RFC 3339 nor Unix seconds/milliseconds")]
+    #[error(
+        "observation time {value} at {path:?} is neither RFC 3339 nor Unix seconds/milliseconds"
+    )]
     BadTime { path: String, value: String },
     #[error("message id field {path:?} is missing")]
     MissingId { path: String },
@@ -133,7 +135,8 @@ pub fn known_fields(kind: EventClass) -> Vec<&'static str> {
 }
 
 pub fn map(topic: &str, payload: &[u8], m: &TopicMapping) -> Result<Mapped, MapError> {
-    let doc: Value = serde_json::from_slice(payload).map_err(|e| MapError::NotJson(e.to_string()))?;
+    let doc: Value =
+        serde_json::from_slice(payload).map_err(|e| MapError::NotJson(e.to_string()))?;
     let message_id = match &m.id_field {
         Some(path) => Some(
             lookup(&doc, path)
@@ -166,7 +169,10 @@ pub fn map(topic: &str, payload: &[u8], m: &TopicMapping) -> Result<Mapped, MapE
             let found = if let Some(c) = m.constants.get(field) {
                 Some(c.clone())
             } else if let Some(level) = topic_level(path) {
-                topic.split('/').nth(level).map(|s| Value::String(s.to_string()))
+                topic
+                    .split('/')
+                    .nth(level)
+                    .map(|s| Value::String(s.to_string()))
             } else {
                 lookup(&doc, path).filter(|v| !v.is_null()).cloned()
             };
@@ -200,7 +206,10 @@ pub fn map(topic: &str, payload: &[u8], m: &TopicMapping) -> Result<Mapped, MapE
 }
 
 fn topic_level(path: &str) -> Option<usize> {
-    path.strip_prefix("$topic[")?.strip_suffix(']')?.parse().ok()
+    path.strip_prefix("$topic[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
@@ -221,7 +230,9 @@ fn scalar_text(v: &Value) -> String {
 fn coerce(v: Value, numeric: Numeric) -> Value {
     match (numeric, v) {
         (Numeric::Number, Value::String(s)) => match s.trim().parse::<f64>() {
-            Ok(n) => serde_json::Number::from_f64(n).map(Value::Number).unwrap_or(Value::String(s)),
+            Ok(n) => serde_json::Number::from_f64(n)
+                .map(Value::Number)
+                .unwrap_or(Value::String(s)),
             Err(_) => Value::String(s),
         },
         (Numeric::Text, Value::Number(n)) => Value::String(n.to_string()),
@@ -289,13 +300,21 @@ device_id = "$topic[1]"
         assert_eq!(s.battery_pct, Some(87.5));
         assert_eq!(s.device_id.as_deref(), Some("EL-9"));
         assert_eq!(out.message_id.as_deref(), Some("42"));
-        assert_eq!(out.observed_at.unwrap().timestamp_millis(), 1_700_000_000_123);
+        assert_eq!(
+            out.observed_at.unwrap().timestamp_millis(),
+            1_700_000_000_123
+        );
     }
 
     #[test]
     fn same_named_fields_and_constants_need_no_mapping() {
         let m = mapping("filter = \"cam/#\"\nkind = \"gate\"\n[constants]\nlane = \"3\"\n");
-        let out = map("cam/1", br#"{"direction":"in","plate":"\u82cfE12345","confidence":0.97}"#, &m).unwrap();
+        let out = map(
+            "cam/1",
+            br#"{"direction":"in","plate":"\u82cfE12345","confidence":0.97}"#,
+            &m,
+        )
+        .unwrap();
         let Body::Gate(g) = out.body else { panic!() };
         assert_eq!((g.lane.as_str(), g.direction), ("3", Direction::In));
         assert_eq!(out.observed_at, None);
@@ -308,16 +327,27 @@ device_id = "$topic[1]"
         assert_eq!(reason(b"{not json"), "not_json");
         assert_eq!(reason(br#"{"seal_id":"a","state":"sealed"}"#), "missing_id");
         assert_eq!(reason(br#"{"id":1,"state":"sealed"}"#), "missing_field");
-        assert_eq!(reason(br#"{"id":1,"seal_id":"a","state":"exploded"}"#), "invalid_body");
+        assert_eq!(
+            reason(br#"{"id":1,"seal_id":"a","state":"exploded"}"#),
+            "invalid_body"
+        );
         assert_eq!(reason(br#"[1,2]"#), "missing_id");
         let m = mapping("filter = \"x\"\nkind = \"seal\"\nobserved_at_field = \"t\"\n");
-        assert_eq!(map("x", br#"{"t":"yesterday"}"#, &m).unwrap_err().reason(), "bad_time");
+        assert_eq!(
+            map("x", br#"{"t":"yesterday"}"#, &m).unwrap_err().reason(),
+            "bad_time"
+        );
     }
 
     #[test]
     fn raw_keeps_the_whole_payload() {
         let m = mapping("filter = \"x\"\nkind = \"raw\"\n");
         let out = map("x", br#"[1,{"a":2}]"#, &m).unwrap();
-        assert_eq!(out.body, Body::Raw { payload: serde_json::json!([1, {"a": 2}]) });
+        assert_eq!(
+            out.body,
+            Body::Raw {
+                payload: serde_json::json!([1, {"a": 2}])
+            }
+        );
     }
 }

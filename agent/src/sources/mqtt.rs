@@ -11,6 +11,7 @@ use super::dedup::DedupWindow;
 use super::mapping::{self, TopicMapping};
 use super::{SourceContext, SourceError};
 use crate::buffer::intake::{IntakeError, PendingEvent};
+use crate::uplink::backoff::Backoff;
 use chrono::Utc;
 use futures::stream::{FuturesOrdered, StreamExt};
 use qyt_proto::{EventClass, SourceState};
@@ -80,7 +81,10 @@ impl MqttSourceConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut p = Vec::new();
         if self.topics.is_empty() {
-            p.push(("topic".into(), "at least one [[source.topic]] is needed".into()));
+            p.push((
+                "topic".into(),
+                "at least one [[source.topic]] is needed".into(),
+            ));
         }
         if self.max_pending == 0 {
             p.push(("max_pending".into(), "must be at least 1".into()));
@@ -93,14 +97,26 @@ impl MqttSourceConfig {
                 p.push((format!("topic[{i}].filter"), "must not be empty".into()));
             }
             if t.kind == EventClass::Gap {
-                p.push((format!("topic[{i}].kind"), "gap events are made by the agent, not by devices".into()));
+                p.push((
+                    format!("topic[{i}].kind"),
+                    "gap events are made by the agent, not by devices".into(),
+                ));
             }
             let known = mapping::known_fields(t.kind);
-            for f in t.fields.keys().chain(t.constants.keys()).chain(t.values.keys()) {
+            for f in t
+                .fields
+                .keys()
+                .chain(t.constants.keys())
+                .chain(t.values.keys())
+            {
                 if !known.contains(&f.as_str()) {
                     p.push((
                         format!("topic[{i}].fields"),
-                        format!("{f:?} is not a field of a {} body; known: {}", t.kind.as_str(), known.join(", ")),
+                        format!(
+                            "{f:?} is not a field of a {} body; known: {}",
+                            t.kind.as_str(),
+                            known.join(", ")
+                        ),
                     ));
                 }
             }
@@ -132,7 +148,13 @@ pub async fn run(cfg: MqttSourceConfig, ctx: SourceContext) -> Result<(), Source
     // pending message never waits on it.
     let (client, eventloop) = AsyncClient::new(opts, cfg.max_pending * 2 + 16);
     let (tx, rx) = mpsc::unbounded_channel();
-    let poller = tokio::spawn(poll(eventloop, client.clone(), cfg.clone(), ctx.clone(), tx));
+    let poller = tokio::spawn(poll(
+        eventloop,
+        client.clone(),
+        cfg.clone(),
+        ctx.clone(),
+        tx,
+    ));
     let result = process(cfg, ctx, client.clone(), rx).await;
     let _ = client.disconnect().await;
     poller.abort();
@@ -149,7 +171,10 @@ async fn poll(
     mut ctx: SourceContext,
     tx: mpsc::UnboundedSender<Publish>,
 ) {
-    let mut failures: u32 = 0;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_millis(cfg.reconnect_max_ms),
+    );
     loop {
         let ev = tokio::select! {
             _ = ctx.shutdown.wait() => return,
@@ -157,7 +182,7 @@ async fn poll(
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                failures = 0;
+                backoff.reset();
                 info!(source = %ctx.name, session_present = ack.session_present, "connected to the device broker");
                 ctx.metrics.set_state(SourceState::Connected, None);
                 // rumqttc does not restore subscriptions; the broker may have kept them, but
@@ -175,10 +200,10 @@ async fn poll(
             }
             Ok(_) => {}
             Err(e) => {
-                failures = failures.saturating_add(1);
-                let delay = crate::uplink::backoff::delay(failures, 200, cfg.reconnect_max_ms);
+                let delay = backoff.next_delay(&mut rand::rng());
                 warn!(source = %ctx.name, error = %e, retry_in_ms = delay.as_millis() as u64, "device broker connection failed");
-                ctx.metrics.set_state(SourceState::Retrying, Some(e.to_string()));
+                ctx.metrics
+                    .set_state(SourceState::Retrying, Some(e.to_string()));
                 tokio::select! {
                     _ = ctx.shutdown.wait() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -233,9 +258,18 @@ async fn process(
     Ok(())
 }
 
-fn decode(cfg: &MqttSourceConfig, ctx: &SourceContext, dedup: &mut DedupWindow, p: &Publish) -> Outcome {
+fn decode(
+    cfg: &MqttSourceConfig,
+    ctx: &SourceContext,
+    dedup: &mut DedupWindow,
+    p: &Publish,
+) -> Outcome {
     let now = Utc::now();
-    let Some(m) = cfg.topics.iter().find(|t| rumqttc::matches(&p.topic, &t.filter)) else {
+    let Some(m) = cfg
+        .topics
+        .iter()
+        .find(|t| rumqttc::matches(&p.topic, &t.filter))
+    else {
         ctx.metrics.decode_error("unmapped_topic");
         warn!(source = %ctx.name, topic = %p.topic, "message on a topic no mapping covers; dropped");
         return Outcome::Skip;
@@ -245,7 +279,9 @@ fn decode(cfg: &MqttSourceConfig, ctx: &SourceContext, dedup: &mut DedupWindow, 
             if let Some(id) = &mapped.message_id {
                 let key = format!("{}\u{0}{id}", m.filter);
                 if dedup.contains(&key, now.timestamp_millis()) {
-                    ctx.metrics.duplicates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ctx.metrics
+                        .duplicates
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     debug!(source = %ctx.name, topic = %p.topic, id = %id, "duplicate device message dropped");
                     return Outcome::Skip;
                 }
@@ -260,7 +296,10 @@ fn decode(cfg: &MqttSourceConfig, ctx: &SourceContext, dedup: &mut DedupWindow, 
         }
         Err(e) => {
             ctx.metrics.decode_error(e.reason());
-            let sample: String = String::from_utf8_lossy(&p.payload).chars().take(200).collect();
+            let sample: String = String::from_utf8_lossy(&p.payload)
+                .chars()
+                .take(200)
+                .collect();
             warn!(source = %ctx.name, topic = %p.topic, reason = e.reason(), error = %e, "device message rejected");
             debug!(source = %ctx.name, topic = %p.topic, sample = %sample, "rejected payload");
             Outcome::Skip
@@ -271,8 +310,12 @@ fn decode(cfg: &MqttSourceConfig, ctx: &SourceContext, dedup: &mut DedupWindow, 
 /// Submits one event; while the buffer is full, keeps trying (the message stays unacked, so the
 /// broker holds it and, once its in-flight window is full, stops sending). Returns whether the
 /// message may be acked.
-async fn submit_until_accepted(ev: PendingEvent, mut ctx: SourceContext) -> Result<bool, SourceError> {
+async fn submit_until_accepted(
+    ev: PendingEvent,
+    mut ctx: SourceContext,
+) -> Result<bool, SourceError> {
     let mut refusals: u32 = 0;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match ctx.intake.submit(vec![ev.clone()]).await {
             Ok(_) => {
@@ -286,7 +329,7 @@ async fn submit_until_accepted(ev: PendingEvent, mut ctx: SourceContext) -> Resu
                 if refusals == 1 {
                     warn!(source = %ctx.name, class = class.as_str(), "buffer full: holding the message unacked on the device broker");
                 }
-                let delay = crate::uplink::backoff::delay(refusals, 100, 2_000);
+                let delay = backoff.next_delay(&mut rand::rng());
                 tokio::select! {
                     _ = ctx.shutdown.wait() => return Ok(false),
                     _ = tokio::time::sleep(delay) => {}

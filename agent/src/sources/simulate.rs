@@ -10,8 +10,8 @@ use crate::buffer::intake::{IntakeError, PendingEvent};
 use chrono::{Duration as ChronoDuration, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
 use qyt_proto::{
-    Body, Direction, Fix, GatePassage, PositionReading, SealId, SealReading, SealState, SourceState,
-    WeightReading,
+    Body, Direction, Fix, GatePassage, PositionReading, SealId, SealReading, SealState,
+    SourceState, WeightReading,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -82,13 +82,22 @@ impl SimulateConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut p = Vec::new();
         if !(self.rate_per_s >= 0.0 && self.rate_per_s.is_finite()) {
-            p.push(("rate_per_s".into(), "must be a number ≥ 0 (0 = as fast as possible)".into()));
+            p.push((
+                "rate_per_s".into(),
+                "must be a number ≥ 0 (0 = as fast as possible)".into(),
+            ));
         }
         if self.trucks == 0 || self.lanes == 0 {
-            p.push(("trucks".into(), "trucks and lanes must be at least 1".into()));
+            p.push((
+                "trucks".into(),
+                "trucks and lanes must be at least 1".into(),
+            ));
         }
         if self.chunk == 0 || self.concurrency == 0 {
-            p.push(("chunk".into(), "chunk and concurrency must be at least 1".into()));
+            p.push((
+                "chunk".into(),
+                "chunk and concurrency must be at least 1".into(),
+            ));
         }
         if !(-90.0..=90.0).contains(&self.lat) || !(-180.0..=180.0).contains(&self.lon) {
             p.push(("lat".into(), "lat/lon must be degrees WGS84".into()));
@@ -176,7 +185,11 @@ impl Checkpoint {
         } else if roll < 75 {
             Body::Gate(GatePassage {
                 lane,
-                direction: if self.rng.random_bool(0.5) { Direction::In } else { Direction::Out },
+                direction: if self.rng.random_bool(0.5) {
+                    Direction::In
+                } else {
+                    Direction::Out
+                },
                 plate: Some(truck.plate.clone()),
                 confidence: Some(self.rng.random_range(0.85..0.999)),
                 image_ref: Some(format!("lane-cam/{}.jpg", now.timestamp_millis())),
@@ -185,7 +198,11 @@ impl Checkpoint {
             let opened = self.rng.random_range(0..1000) < self.opened_per_mille;
             Body::Seal(SealReading {
                 seal_id: truck.seals[self.rng.random_range(0..2)].clone(),
-                state: if opened { SealState::Opened } else { SealState::Sealed },
+                state: if opened {
+                    SealState::Opened
+                } else {
+                    SealState::Sealed
+                },
                 battery_pct: Some(self.rng.random_range(40.0..100.0f32).round()),
                 device_id: Some(format!("RDR-{lane}")),
             })
@@ -286,7 +303,10 @@ mod tests {
             assert_eq!(x.body, y.body);
             assert!(x.observed_at <= x.received_at);
             if let Body::Position(p) = &x.body {
-                assert!((p.lat - 31.35).abs() < 0.5 && (p.lon - 121.59).abs() < 0.5, "{p:?}");
+                assert!(
+                    (p.lat - 31.35).abs() < 0.5 && (p.lon - 121.59).abs() < 0.5,
+                    "{p:?}"
+                );
             }
             *kinds.entry(x.body.class().as_str()).or_insert(0) += 1;
         }

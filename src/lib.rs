@@ -1,1 +1,0 @@
-//! Cross-process tests live in tests/.
