@@ -161,7 +161,14 @@ fn malformed_batches_are_rejected_and_counted_while_the_agent_flows() {
     opts.set_credentials(SITE, SITE_PASSWORD)
         .set_keep_alive(Duration::from_secs(30));
     let (rogue, mut conn) = Client::new(opts, 100);
-    let pump = std::thread::spawn(move || for _ in conn.iter().take(200) {});
+    let pump = std::thread::spawn(move || {
+        for n in conn.iter() {
+            match n {
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    });
     let topic = format!("qyt/v1/site/{SITE}/events");
     let bad: [&[u8]; 4] = [
         b"garbage",

@@ -51,7 +51,7 @@ fn default_max_bytes() -> u64 {
     1 << 30
 }
 fn default_never_drop() -> Vec<EventClass> {
-    vec![EventClass::Seal, EventClass::Gate]
+    vec![EventClass::Seal, EventClass::Gate, EventClass::Alarm]
 }
 fn default_commit_delay_ms() -> u64 {
     5
@@ -61,13 +61,31 @@ fn default_max_commit_events() -> usize {
 }
 
 impl BufferConfig {
-    pub fn intake(&self) -> IntakeConfig {
+    /// `dedup_window_ms` is the longest duplicate window of the sources: device message ids
+    /// are kept at least that long, so that a restart does not forget ids still in a window.
+    pub fn intake(&self, dedup_window_ms: u64) -> IntakeConfig {
+        let defaults = IntakeConfig::default();
         IntakeConfig {
             max_bytes: self.max_bytes,
             never_drop: self.never_drop.clone(),
             commit_delay_ms: self.commit_delay_ms,
             max_commit_events: self.max_commit_events,
+            dedup_retain_ms: defaults.dedup_retain_ms.max(dedup_window_ms),
         }
+    }
+}
+
+impl Config {
+    /// The longest duplicate window of the configured sources, in milliseconds (0 if none).
+    pub fn longest_dedup_window_ms(&self) -> u64 {
+        self.sources
+            .iter()
+            .filter_map(|s| match s {
+                SourceConfig::Mqtt(c) => Some(c.dedup_window_s.saturating_mul(1000)),
+                SourceConfig::Simulate(_) => None,
+            })
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -383,7 +401,7 @@ name = "sim"
         assert_eq!(c.buffer.engine, Engine::Redb);
         assert_eq!(
             c.buffer.never_drop,
-            vec![EventClass::Seal, EventClass::Gate]
+            vec![EventClass::Seal, EventClass::Gate, EventClass::Alarm]
         );
         assert_eq!(c.http.listen, default_http_listen());
         assert_eq!(c.sources.len(), 1);

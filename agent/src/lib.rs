@@ -5,6 +5,7 @@
 
 pub mod buffer;
 pub mod config;
+pub mod decode;
 pub mod http;
 pub mod metrics;
 pub mod run;

@@ -44,7 +44,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => match toml::to_string_pretty(&config) {
+        Command::CheckConfig => match toml::Value::try_from(&config)
+            .map(redact)
+            .and_then(|v| toml::to_string_pretty(&v).map_err(serde::ser::Error::custom))
+        {
             Ok(text) => {
                 print!("# effective config of {}\n{text}", cli.config.display());
                 ExitCode::SUCCESS
@@ -87,4 +90,26 @@ async fn terminate() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// The effective config is printed for a human to read (and paste into a ticket): secrets are
+/// shown as redacted.
+fn redact(mut v: toml::Value) -> toml::Value {
+    fn walk(v: &mut toml::Value) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, val) in t.iter_mut() {
+                    if k == "password" {
+                        *val = toml::Value::String("<redacted>".into());
+                    } else {
+                        walk(val);
+                    }
+                }
+            }
+            toml::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
 }

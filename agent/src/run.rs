@@ -75,7 +75,7 @@ pub async fn run(
     let (intake, intake_join) = Intake::start(
         buf.clone(),
         site.clone(),
-        cfg.buffer.intake(),
+        cfg.buffer.intake(cfg.longest_dedup_window_ms()),
         metrics.clone(),
         report,
     )

@@ -22,6 +22,8 @@ pub enum Body {
     /// The agent had to drop events (its buffer was full); forwarded like any event so the hub
     /// knows exactly which sequence numbers will never arrive, and why.
     Gap(GapBody),
+    /// Alarm conditions a device reports (e-lock, vehicle terminal), decoded to named flags.
+    Alarm(AlarmReport),
 }
 
 /// The classes config can refer to, e.g. to mark some as never-drop.
@@ -35,10 +37,12 @@ pub enum EventClass {
     DeviceStatus,
     Raw,
     Gap,
+    // New classes go last: the code (declaration order) is stored on disk by the agent.
+    Alarm,
 }
 
 impl EventClass {
-    pub const ALL: [EventClass; 7] = [
+    pub const ALL: [EventClass; 8] = [
         EventClass::Seal,
         EventClass::Position,
         EventClass::Gate,
@@ -46,6 +50,7 @@ impl EventClass {
         EventClass::DeviceStatus,
         EventClass::Raw,
         EventClass::Gap,
+        EventClass::Alarm,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +62,7 @@ impl EventClass {
             EventClass::DeviceStatus => "device_status",
             EventClass::Raw => "raw",
             EventClass::Gap => "gap",
+            EventClass::Alarm => "alarm",
         }
     }
 
@@ -80,6 +86,7 @@ impl Body {
             Body::DeviceStatus(_) => EventClass::DeviceStatus,
             Body::Raw { .. } => EventClass::Raw,
             Body::Gap(_) => EventClass::Gap,
+            Body::Alarm(_) => EventClass::Alarm,
         }
     }
 }
@@ -175,9 +182,65 @@ pub struct StatusReport {
     pub online: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub battery_pct: Option<f32>,
+    /// Whether the device's GNSS receiver has a valid fix: a receiver without one reports this
+    /// status instead of a position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gnss_fix: Option<bool>,
     /// Anything else the device said about itself, as it said it.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub detail: serde_json::Value,
+}
+
+/// Alarm conditions with a meaning of their own. Named after JT/T 808's alarm bits and the
+/// e-lock vocabularies customs programmes use; a device's other bits stay in `AlarmReport.raw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmKind {
+    Sos,
+    Overspeed,
+    GnssFault,
+    AntennaCut,
+    AntennaShort,
+    MainPowerLow,
+    MainPowerOff,
+    LowBattery,
+    Vibration,
+    /// Tampering with the device or seal: shell removed, forced opening attempt.
+    Tamper,
+    OvertimeParking,
+    AreaInOut,
+    RouteInOut,
+    RouteTime,
+    RouteDeviation,
+    Stolen,
+    IllegalIgnition,
+    IllegalDisplacement,
+    Collision,
+    Rollover,
+    IllegalDoorOpening,
+    /// The e-lock's shackle or lock opened.
+    LockOpened,
+    /// The e-lock's steel rope / cable cut.
+    RopeCut,
+    /// The e-lock's back cover opened.
+    CoverOpened,
+    /// Unlock refused: unauthorised card, wrong password, outside the permitted area.
+    UnlockRefused,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmReport {
+    pub device_id: String,
+    /// The named conditions active in this report (empty when a device reports "all clear").
+    pub alarms: Vec<AlarmKind>,
+    /// The device's alarm word as sent, when it has one, so bits without a name are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<u64>,
+    /// Where the device was when it raised the alarm, if it said (degrees WGS84).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

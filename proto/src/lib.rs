@@ -9,8 +9,8 @@ mod topics;
 mod wire;
 
 pub use body::{
-    Body, Direction, DropReason, EventClass, Fix, GapBody, GatePassage, PositionReading,
-    SealReading, SealState, StatusReport, WeightReading,
+    AlarmKind, AlarmReport, Body, Direction, DropReason, EventClass, Fix, GapBody, GatePassage,
+    PositionReading, SealReading, SealState, StatusReport, WeightReading,
 };
 pub use ids::{IdError, SealId, Seq, SiteId};
 pub use topics::Topics;

@@ -31,10 +31,12 @@
 //! When a group does not fit, the writer evicts droppable events (classes not in `never_drop`,
 //! never a gap) oldest first until live bytes are an eighth below the cap, then compacts so the
 //! file really shrinks. That eighth is the hysteresis: the next eviction and compaction come
-//! after another eighth of the cap has been written. The evicted seqs are declared in one gap
-//! event (reason `buffer_full`) committed with the group. If that is not enough, submissions
-//! holding a never-drop class are refused with [`IntakeError::Full`] (their device or broker
-//! keeps them), and droppable ones get in only in exchange for older droppable events.
+//! after another eighth of the cap has been written. The eviction, the gap event (reason
+//! `buffer_full`) that declares exactly the evicted seqs, and the group are one commit
+//! ([`IntakeStore::commit`]): a crash keeps all three or none, so the hub is never left waiting
+//! for seqs that no longer exist. If there was not enough to evict, submissions are taken in
+//! order while they fit under the cap; the rest are refused with [`IntakeError::Full`] (their
+//! device or broker keeps them) — once nothing droppable is left, droppable ones too.
 //!
 //! redb stays under `max_bytes` this way (measured: steady at 88% of it while evicting). sled
 //! cannot be held exactly: it appends every delete (ack or eviction) to its log and never
@@ -42,9 +44,18 @@
 //! threads reclaim segments (measured 10–13%), and the cap ratchets down as they do. Use redb
 //! where the bound matters.
 //!
-//! Known gap: eviction is its own commit, just before the group's. A crash between the two
-//! loses the gap event, and the hub is never told those seqs were dropped. Closing it needs an
-//! engine operation that evicts and appends in one commit.
+//! Damaged records found at open are removed by the first commit, the one that appends the gap
+//! event (reason `corrupt`) declaring them; a crash before it finds them again at the next open.
+//!
+//! # Device message ids
+//!
+//! A source that recognises redeliveries (MQTT) gives each event its message's key
+//! ([`PendingEvent::dedup_key`]). The writer stores the keys of the accepted events in the
+//! group's commit, so after kill -9 a redelivered message is still known: the source loads the
+//! recent keys with [`Intake::recent_dedup_keys`] when it starts. Acks do not delete keys (a
+//! broker may redeliver after the hub stored the event); the writer forgets them once they are
+//! `dedup_retain_ms` old, at most once a minute, in a commit of its own. They take disk space
+//! like records do, so they count against `max_bytes`.
 //!
 //! # Minimum bound
 //!
@@ -54,7 +65,9 @@
 //! Below a few MB the fixed part dominates and the live cap would be a handful of events. At
 //! 16 MiB either engine holds about 20k events of 330 bytes before evicting (measured).
 
-use super::{Buffer, BufferError, OpenReport, StoredRecord};
+use super::{
+    Append, BufferError, DedupEntry, IntakeStore, OpenReport, Remove, Removed, StoredRecord,
+};
 use crate::metrics::{DropKind, Metrics};
 use chrono::{DateTime, Utc};
 use qyt_proto::{Body, DropReason, Event, EventClass, GapBody, Seq, SiteId};
@@ -73,6 +86,10 @@ const GROWTH_PER_BYTE: u64 = 2;
 /// The `source` of the gap events the agent writes itself.
 pub const GAP_SOURCE: &str = "qyt-agent";
 
+/// How often, at most, the writer prunes old device message ids: each prune is a commit (and
+/// an fsync) of its own, and ids a minute past their retention do no harm.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// One event as a source hands it over; the intake gives it its seq and site.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEvent {
@@ -80,6 +97,9 @@ pub struct PendingEvent {
     pub received_at: DateTime<Utc>,
     pub source: Arc<str>,
     pub body: Body,
+    /// The source's key for the device message this event came from, if it recognises
+    /// redeliveries: stored in the event's commit, see [`Intake::recent_dedup_keys`].
+    pub dedup_key: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -97,19 +117,26 @@ pub struct IntakeConfig {
     /// Events in a group commit beyond which the writer takes no further submission.
     #[serde(default = "default_max_commit_events")]
     pub max_commit_events: usize,
+    /// How long accepted device message ids are kept (at least as long as any source's
+    /// duplicate window, or a restart forgets ids the source would still recognise).
+    #[serde(default = "default_dedup_retain_ms")]
+    pub dedup_retain_ms: u64,
 }
 
 fn default_max_bytes() -> u64 {
     1 << 30
 }
 fn default_never_drop() -> Vec<EventClass> {
-    vec![EventClass::Seal, EventClass::Gate]
+    vec![EventClass::Seal, EventClass::Gate, EventClass::Alarm]
 }
 fn default_commit_delay_ms() -> u64 {
     5
 }
 fn default_max_commit_events() -> usize {
     2000
+}
+fn default_dedup_retain_ms() -> u64 {
+    24 * 60 * 60 * 1000
 }
 
 impl Default for IntakeConfig {
@@ -119,6 +146,7 @@ impl Default for IntakeConfig {
             never_drop: default_never_drop(),
             commit_delay_ms: default_commit_delay_ms(),
             max_commit_events: default_max_commit_events(),
+            dedup_retain_ms: default_dedup_retain_ms(),
         }
     }
 }
@@ -145,6 +173,8 @@ struct Submission {
 pub struct Intake {
     tx: mpsc::Sender<Submission>,
     durable: watch::Receiver<Seq>,
+    /// For reading the stored device message ids; only the writer writes.
+    buffer: Arc<dyn IntakeStore>,
 }
 
 /// The writer thread, to wait for after every [`Intake`] clone was dropped.
@@ -164,9 +194,10 @@ impl IntakeJoin {
 
 impl Intake {
     /// Starts the writer over an opened buffer. `report` is what the buffer's open found: its
-    /// damaged records become a gap event (reason `corrupt`), committed before anything else.
+    /// damaged records are removed in one commit with the gap event (reason `corrupt`) that
+    /// declares them, before anything else.
     pub fn start(
-        buffer: Arc<dyn Buffer>,
+        buffer: Arc<dyn IntakeStore>,
         site: SiteId,
         cfg: IntakeConfig,
         metrics: Arc<Metrics>,
@@ -181,33 +212,43 @@ impl Intake {
         }
         if !report.corrupt.is_empty() {
             let seq = buffer.next_seq();
-            let gap = gap_record(
-                &site,
-                seq,
-                GapBody::from_sorted(report.corrupt.iter().copied(), DropReason::Corrupt),
-            );
-            buffer
-                .append(&[gap])
+            let removed = buffer
+                .commit(Remove::Seqs(&report.corrupt), &mut |removed| Append {
+                    // What this commit removes is what its gap declares.
+                    records: (!removed.seqs.is_empty())
+                        .then(|| {
+                            let gap = GapBody::from_sorted(
+                                removed.seqs.iter().copied(),
+                                DropReason::Corrupt,
+                            );
+                            gap_record(&site, seq, gap)
+                        })
+                        .into_iter()
+                        .collect(),
+                    ids: Vec::new(),
+                })
                 .map_err(|e| IntakeError::Storage(e.to_string()))?;
-            metrics.dropped(DropKind::Corrupt, report.corrupt.len() as u64);
-            metrics.durable.fetch_add(1, Relaxed);
-            metrics.commits.fetch_add(1, Relaxed);
-            tracing::warn!(%seq, count = report.corrupt.len(), "damaged records declared to the hub as a gap");
+            if !removed.seqs.is_empty() {
+                metrics.dropped(DropKind::Corrupt, removed.seqs.len() as u64);
+                metrics.durable.fetch_add(1, Relaxed);
+                metrics.commits.fetch_add(1, Relaxed);
+                tracing::warn!(%seq, count = removed.seqs.len(), "damaged records removed and declared to the hub as a gap");
+            }
         }
         let (durable_tx, durable_rx) = watch::channel(buffer.next_seq());
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
-            buffer,
+            buffer: buffer.clone(),
             site,
             never_drop: cfg.never_drop.clone(),
             cfg,
             metrics,
             durable: durable_tx,
             rx,
-            undeclared: Vec::new(),
             live_cap: None,
             disk_at_cap: 0,
             droppables_exhausted: false,
+            last_prune: None,
         };
         writer.update_gauges();
         let thread = std::thread::Builder::new()
@@ -220,6 +261,7 @@ impl Intake {
             Intake {
                 tx,
                 durable: durable_rx,
+                buffer,
             },
             IntakeJoin { thread },
         ))
@@ -241,6 +283,19 @@ impl Intake {
     /// The next seq to be assigned (last durable + 1), updated after each commit.
     pub fn durable_watch(&self) -> watch::Receiver<Seq> {
         self.durable.clone()
+    }
+
+    /// The device message keys of events made durable at or after `since_ms` (by their
+    /// `received_at`), oldest first, of every source: for a source to preload its duplicate
+    /// window when it starts. Keys older than `dedup_retain_ms` may already be forgotten.
+    pub async fn recent_dedup_keys(&self, since_ms: i64) -> Result<Vec<DedupEntry>, IntakeError> {
+        let buffer = self.buffer.clone();
+        tokio::task::spawn_blocking(move || buffer.recent_ids(since_ms))
+            .await
+            .map_err(|e| {
+                IntakeError::Storage(format!("reading the stored device message ids failed: {e}"))
+            })?
+            .map_err(|e| IntakeError::Storage(e.to_string()))
     }
 }
 
@@ -266,6 +321,8 @@ fn gap_record(site: &SiteId, seq: Seq, gap: GapBody) -> StoredRecord {
 struct Job {
     events: Vec<Event>,
     records: Vec<StoredRecord>,
+    /// The device message keys of its events, stored in the same commit.
+    ids: Vec<DedupEntry>,
     /// The first never-drop class among its events, if any.
     never_drop: Option<EventClass>,
     refused: Option<EventClass>,
@@ -294,30 +351,40 @@ impl Job {
     }
 }
 
+/// How a group must fit when the files are at their bound.
+#[derive(Debug, Clone, Copy)]
+struct Squeeze {
+    /// The live bytes the buffer may hold after the group's commit.
+    cap: u64,
+    /// Bytes of droppable events to evict in that commit, first (0: none needed, or none left).
+    evict: u64,
+}
+
 struct Writer {
-    buffer: Arc<dyn Buffer>,
+    buffer: Arc<dyn IntakeStore>,
     site: SiteId,
     never_drop: Vec<EventClass>,
     cfg: IntakeConfig,
     metrics: Arc<Metrics>,
     durable: watch::Sender<Seq>,
     rx: mpsc::Receiver<Submission>,
-    /// Seqs evicted whose gap event is not committed yet (the append carrying it failed).
-    undeclared: Vec<Seq>,
     /// Live bytes the files hold at the bound, learned when they first reach it.
     live_cap: Option<u64>,
     /// Disk bytes when the cap was last set: the files growing past both this and the bound
     /// means the cap is too high; staying put means the engine is reusing its freed space.
     disk_at_cap: u64,
-    /// An eviction scan reached the end of the buffer: nothing droppable is held until a
-    /// droppable event is appended again, so full-buffer commits skip the scan.
+    /// An eviction reached the end of the buffer: nothing droppable is held until a droppable
+    /// event is appended again, so full-buffer commits skip the eviction scan.
     droppables_exhausted: bool,
+    /// When old device message ids were last pruned; `None` before the first prune.
+    last_prune: Option<Instant>,
 }
 
 impl Writer {
     fn run(mut self) {
         while let Some(group) = self.gather() {
             self.commit(group);
+            self.prune_ids();
         }
         tracing::info!(next_seq = %self.buffer.next_seq(), "intake closed: everything submitted was answered");
     }
@@ -356,119 +423,185 @@ impl Writer {
         class != EventClass::Gap && !self.never_drop.contains(&class)
     }
 
-    fn commit(&mut self, group: Vec<Submission>) {
-        let mut jobs: Vec<Job> = group
+    fn job(&self, s: Submission) -> Job {
+        let never_drop = s
+            .events
+            .iter()
+            .map(|e| e.body.class())
+            .find(|c| !self.droppable(*c));
+        let mut ids = Vec::new();
+        let events = s
+            .events
             .into_iter()
-            .map(|s| {
-                let never_drop = s
-                    .events
-                    .iter()
-                    .map(|e| e.body.class())
-                    .find(|c| !self.droppable(*c));
-                let events = s
-                    .events
-                    .into_iter()
-                    .map(|p| Event {
-                        site: self.site.clone(),
-                        seq: Seq::ZERO,
-                        observed_at: p.observed_at,
-                        received_at: p.received_at,
-                        source: p.source.to_string(),
-                        body: p.body,
-                    })
-                    .collect();
-                Job {
-                    events,
-                    records: Vec::new(),
-                    never_drop,
-                    refused: None,
-                    reply: s.reply,
+            .map(|p| {
+                if let Some(key) = p.dedup_key {
+                    ids.push(DedupEntry {
+                        accepted_ms: p.received_at.timestamp_millis(),
+                        key,
+                    });
+                }
+                Event {
+                    site: self.site.clone(),
+                    seq: Seq::ZERO,
+                    observed_at: p.observed_at,
+                    received_at: p.received_at,
+                    source: p.source.to_string(),
+                    body: p.body,
                 }
             })
             .collect();
-        let mut next = self.buffer.next_seq();
+        Job {
+            events,
+            records: Vec::new(),
+            ids,
+            never_drop,
+            refused: None,
+            reply: s.reply,
+        }
+    }
+
+    fn commit(&mut self, group: Vec<Submission>) {
+        let mut jobs: Vec<Job> = group.into_iter().map(|s| self.job(s)).collect();
+        let first = self.buffer.next_seq();
+        let mut next = first;
         for job in &mut jobs {
             next = job.number(next);
         }
-
-        let mut evicted = std::mem::take(&mut self.undeclared);
-        if let Err(e) = self.make_room(&mut jobs, &mut evicted) {
-            tracing::error!(error = %e, "could not make room in the full buffer");
-            self.undeclared = evicted;
-            for job in jobs {
-                let _ = job.reply.send(Err(IntakeError::Storage(e.to_string())));
-            }
-            return;
-        }
-
-        let mut accepted = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            match job.refused {
-                Some(class) => {
-                    self.metrics
-                        .dropped(DropKind::RefusedFull, job.events.len() as u64);
-                    let _ = job.reply.send(Err(IntakeError::Full { class }));
-                }
-                None => accepted.push(job),
-            }
-        }
-        // Each accepted job's seqs, as (first, count); its records move into the one commit.
-        let mut records: Vec<StoredRecord> = Vec::new();
-        let mut answers = Vec::with_capacity(accepted.len());
-        let mut next = self.buffer.next_seq();
-        for mut job in accepted {
-            // Refusals leave holes in the tentative numbering: seqs must stay contiguous.
-            if job.records.first().map(|r| r.seq) != Some(next) {
-                job.number(next);
-            }
-            let count = job.records.len() as u64;
-            answers.push((next, count, job.reply));
-            next = Seq(next.0 + count);
-            records.append(&mut job.records);
-        }
-        let took_droppable = records.iter().any(|r| self.droppable(r.class));
-        if !evicted.is_empty() {
-            evicted.sort_unstable();
-            evicted.dedup();
-            records.push(gap_record(
-                &self.site,
-                next,
-                GapBody::from_sorted(evicted.iter().copied(), DropReason::BufferFull),
-            ));
-        }
-        if records.is_empty() {
-            return;
-        }
-
-        match self.buffer.append(&records) {
-            Ok(()) => {
-                if !evicted.is_empty() {
-                    self.metrics
-                        .dropped(DropKind::BufferFull, evicted.len() as u64);
-                    tracing::warn!(
-                        count = evicted.len(),
-                        "buffer full: evicted the oldest droppable events, declared as a gap"
-                    );
-                }
-                if took_droppable {
-                    self.droppables_exhausted = false;
-                }
-                self.metrics
-                    .durable
-                    .fetch_add(records.len() as u64, Relaxed);
-                self.metrics.commits.fetch_add(1, Relaxed);
-                self.durable.send_replace(self.buffer.next_seq());
-                for (first, count, reply) in answers {
-                    let _ = reply.send(Ok((first.0..first.0 + count).map(Seq).collect()));
-                }
-                self.update_gauges();
-            }
+        let incoming: u64 = jobs.iter().map(Job::bytes).sum();
+        let squeeze = match self.make_room(incoming) {
+            Ok(squeeze) => squeeze,
             Err(e) => {
-                tracing::error!(error = %e, events = records.len(), "group commit failed; its submitters are told nothing was stored");
-                self.undeclared = evicted;
-                for (_, _, reply) in answers {
-                    let _ = reply.send(Err(IntakeError::Storage(e.to_string())));
+                tracing::error!(error = %e, "could not make room in the full buffer");
+                for job in jobs {
+                    let _ = job.reply.send(Err(IntakeError::Storage(e.to_string())));
                 }
+                return;
+            }
+        };
+        let live_before = self.buffer.stats().live_bytes;
+        let droppable = |c: EventClass| self.droppable(c);
+        let remove = match squeeze {
+            Some(sq) if sq.evict > 0 => Remove::Oldest {
+                droppable: &droppable,
+                bytes: sq.evict,
+            },
+            _ => Remove::Nothing,
+        };
+        let site = &self.site;
+        // Runs inside the commit, once the eviction is known: decides which jobs fit, numbers
+        // them contiguously and adds the gap that declares what the commit evicts.
+        let mut build = |removed: &Removed| {
+            let mut room = squeeze.map(|sq| {
+                sq.cap
+                    .saturating_sub(live_before.saturating_sub(removed.bytes))
+            });
+            let mut add = Append::default();
+            let mut next = first;
+            for job in jobs.iter_mut() {
+                if let Some(room) = room.as_mut() {
+                    let need = job.bytes();
+                    if need > *room {
+                        job.refused = job
+                            .never_drop
+                            .or_else(|| job.events.first().map(|e| e.body.class()));
+                        continue;
+                    }
+                    *room -= need;
+                }
+                // Refusals leave holes in the tentative numbering: seqs must stay contiguous.
+                if job.records.first().map(|r| r.seq) != Some(next) {
+                    job.number(next);
+                }
+                next = Seq(next.0 + job.records.len() as u64);
+                add.records.append(&mut job.records);
+                add.ids.append(&mut job.ids);
+            }
+            if !removed.seqs.is_empty() {
+                let gap =
+                    GapBody::from_sorted(removed.seqs.iter().copied(), DropReason::BufferFull);
+                add.records.push(gap_record(site, next, gap));
+            }
+            add
+        };
+        let result = self.buffer.commit(remove, &mut build);
+
+        let removed = match result {
+            Ok(removed) => removed,
+            Err(e) => {
+                let events: usize = jobs.iter().map(|j| j.events.len()).sum();
+                tracing::error!(error = %e, events, "group commit failed; its submitters are told nothing was stored");
+                for job in jobs {
+                    let _ = job.reply.send(Err(IntakeError::Storage(e.to_string())));
+                }
+                return;
+            }
+        };
+        let mut stored = 0u64;
+        let mut took_droppable = false;
+        for job in jobs {
+            if let Some(class) = job.refused {
+                self.metrics
+                    .dropped(DropKind::RefusedFull, job.events.len() as u64);
+                let _ = job.reply.send(Err(IntakeError::Full { class }));
+                continue;
+            }
+            stored += job.events.len() as u64;
+            took_droppable |= job.events.iter().any(|e| self.droppable(e.body.class()));
+            let _ = job
+                .reply
+                .send(Ok(job.events.iter().map(|e| e.seq).collect()));
+        }
+        if !removed.seqs.is_empty() {
+            stored += 1;
+            self.metrics
+                .dropped(DropKind::BufferFull, removed.seqs.len() as u64);
+            tracing::warn!(
+                count = removed.seqs.len(),
+                "buffer full: evicted the oldest droppable events, declared as a gap in the same commit"
+            );
+        }
+        if let Some(sq) = squeeze {
+            if removed.bytes < sq.evict {
+                self.droppables_exhausted = true;
+            }
+            // Now that the eviction is committed, give the space it freed back to the file
+            // system. The group is durable already: a failure here only means a bigger file.
+            if !removed.seqs.is_empty() {
+                if let Err(e) = self.compact() {
+                    tracing::error!(error = %e, "compacting after an eviction failed");
+                }
+            }
+            self.disk_at_cap = self.buffer.disk_bytes();
+        }
+        if took_droppable {
+            self.droppables_exhausted = false;
+        }
+        if stored > 0 {
+            self.metrics.durable.fetch_add(stored, Relaxed);
+            self.metrics.commits.fetch_add(1, Relaxed);
+            self.durable.send_replace(self.buffer.next_seq());
+            self.update_gauges();
+        }
+    }
+
+    /// Forgets device message ids past `dedup_retain_ms`, at most once per [`PRUNE_EVERY`].
+    /// A failure is only logged: the ids stay a while longer, and the next prune retries.
+    fn prune_ids(&mut self) {
+        if self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        let retain = i64::try_from(self.cfg.dedup_retain_ms).unwrap_or(i64::MAX);
+        let before = Utc::now().timestamp_millis().saturating_sub(retain);
+        match self.buffer.prune_ids(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                n,
+                retain_ms = self.cfg.dedup_retain_ms,
+                "forgot device message ids past their retention"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not prune old device message ids; retrying in a minute")
             }
         }
     }
@@ -498,12 +631,12 @@ impl Writer {
         }
     }
 
-    /// Holds the bound (see the module docs): compacts, learns or corrects the live cap, evicts
-    /// into `evicted`, and marks the jobs that cannot be taken as refused.
-    fn make_room(&mut self, jobs: &mut [Job], evicted: &mut Vec<Seq>) -> Result<(), BufferError> {
-        let incoming: u64 = jobs.iter().map(Job::bytes).sum();
+    /// Holds the bound (see the module docs): compacts and learns or corrects the live cap.
+    /// `None` when `incoming` bytes fit as they are; otherwise the cap the group must fit
+    /// under and what to evict in its commit to get an eighth below it.
+    fn make_room(&mut self, incoming: u64) -> Result<Option<Squeeze>, BufferError> {
         if self.fits(incoming) {
-            return Ok(());
+            return Ok(None);
         }
         // At the bound. Compacting may give back what acks and evictions freed inside the file;
         // this runs once per cap / 8 written at most, the hysteresis of the eviction below.
@@ -516,7 +649,7 @@ impl Writer {
                     "buffer back under its bound on disk: live bytes no longer capped"
                 );
             }
-            return Ok(());
+            return Ok(None);
         }
         let live = self.buffer.stats().live_bytes;
         let cap = match self.live_cap {
@@ -532,55 +665,19 @@ impl Writer {
         if self.live_cap != Some(cap) {
             tracing::info!(
                 live_cap = cap,
-                disk = self.buffer.disk_bytes(),
+                disk,
                 max_bytes = self.cfg.max_bytes,
                 "buffer at its bound on disk: live bytes capped"
             );
             self.live_cap = Some(cap);
         }
-
         let target = (cap - cap / 8).saturating_sub(incoming);
-        let live = self.buffer.stats().live_bytes;
-        if live > target {
-            let got = self.evict(live - target)?;
-            if !got.is_empty() {
-                evicted.extend(got);
-                self.compact()?;
-            }
-        }
-        self.disk_at_cap = self.buffer.disk_bytes();
-        if self.fits(incoming) {
-            return Ok(());
-        }
-        for job in jobs.iter_mut() {
-            if let Some(class) = job.never_drop {
-                job.refused = Some(class);
-                continue;
-            }
-            // A droppable submission may take the place of older droppable events.
-            let need = job.bytes();
-            let before = self.buffer.stats().live_bytes;
-            let got = self.evict(need)?;
-            let freed = before.saturating_sub(self.buffer.stats().live_bytes);
-            evicted.extend(got);
-            if freed < need {
-                job.refused = job.events.first().map(|e| e.body.class());
-            }
-        }
-        Ok(())
-    }
-
-    fn evict(&mut self, bytes: u64) -> Result<Vec<Seq>, BufferError> {
-        if self.droppables_exhausted {
-            return Ok(Vec::new());
-        }
-        let before = self.buffer.stats().live_bytes;
-        let got = self.buffer.evict_oldest(&|c| self.droppable(c), bytes)?;
-        let freed = before.saturating_sub(self.buffer.stats().live_bytes);
-        if freed < bytes {
-            self.droppables_exhausted = true;
-        }
-        Ok(got)
+        let evict = if live > target && !self.droppables_exhausted {
+            live - target
+        } else {
+            0
+        };
+        Ok(Some(Squeeze { cap, evict }))
     }
 
     fn compact(&mut self) -> Result<(), BufferError> {
@@ -656,6 +753,7 @@ pub async fn measure_ingest_rate(
                         observed_at: now,
                         received_at: now,
                         source: source.clone(),
+                        dedup_key: None,
                         body: Body::Position(PositionReading {
                             device_id: format!("truck-{t:04}"),
                             lat: 31.2304 + i as f64 * 1e-5,
@@ -696,7 +794,7 @@ pub async fn measure_ingest_rate(
 mod tests {
     use super::*;
     use crate::buffer::redb_store::RedbBuffer;
-    use crate::buffer::{BufferStats, Engine};
+    use crate::buffer::{Buffer, BufferStats, Engine};
     use qyt_proto::{SealId, SealReading, SealState};
     use std::collections::BTreeSet;
     use std::path::Path;
@@ -713,6 +811,7 @@ mod tests {
             received_at: t,
             source: Arc::from("test"),
             body,
+            dedup_key: None,
         }
     }
 
@@ -751,7 +850,7 @@ mod tests {
         Intake::start(b, site(), cfg, m.clone(), report).expect("intake starts")
     }
 
-    /// A buffer whose first append waits until the test opens the gate, so that the test knows
+    /// A buffer whose first commit waits until the test opens the gate, so that the test knows
     /// what is queued behind it.
     struct Gated {
         inner: RedbBuffer,
@@ -766,10 +865,6 @@ mod tests {
             self.inner.acked()
         }
         fn append(&self, records: &[StoredRecord]) -> Result<(), BufferError> {
-            let gate = self.gate.lock().expect("gate lock").take();
-            if let Some(gate) = gate {
-                let _ = gate.recv();
-            }
             self.inner.append(records)
         }
         fn read_from(
@@ -798,6 +893,26 @@ mod tests {
         }
         fn compact(&self) -> Result<bool, BufferError> {
             self.inner.compact()
+        }
+    }
+
+    impl IntakeStore for Gated {
+        fn commit(
+            &self,
+            remove: Remove<'_>,
+            append: &mut dyn FnMut(&Removed) -> Append,
+        ) -> Result<Removed, BufferError> {
+            let gate = self.gate.lock().expect("gate lock").take();
+            if let Some(gate) = gate {
+                let _ = gate.recv();
+            }
+            self.inner.commit(remove, append)
+        }
+        fn recent_ids(&self, since_ms: i64) -> Result<Vec<DedupEntry>, BufferError> {
+            self.inner.recent_ids(since_ms)
+        }
+        fn prune_ids(&self, before_ms: i64) -> Result<u64, BufferError> {
+            self.inner.prune_ids(before_ms)
         }
     }
 

@@ -1,10 +1,14 @@
 //! The agent's durable buffer: every accepted event is on disk here, under its sequence number,
 //! until the hub acknowledges that it is stored.
 //!
-//! [`Buffer`] is the small storage trait with two implementations ([`redb_store::RedbBuffer`],
-//! the default, and [`sled_store::SledBuffer`]), both held to one conformance suite. Above it,
+//! [`Buffer`] is the small storage trait the uplink reads and acks through; [`IntakeStore`]
+//! extends it with the writer's operations that must be one commit each (append with the
+//! device message ids it accepted, evict with the gap that declares it, remove damaged records
+//! with theirs). Two implementations ([`redb_store::RedbBuffer`], the default, and
+//! [`sled_store::SledBuffer`]) are held to one conformance suite. Above them,
 //! [`intake::Intake`] owns sequence assignment, group commit, the size bound and eviction.
 
+pub mod dedup_ids;
 pub mod intake;
 pub mod record;
 pub mod redb_store;
@@ -16,6 +20,7 @@ mod conformance;
 use qyt_proto::{EventClass, Seq};
 use std::path::Path;
 
+pub use dedup_ids::DedupEntry;
 pub use record::StoredRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +36,10 @@ pub enum BufferError {
 /// What opening a buffer found, for the agent to report and forward.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct OpenReport {
-    /// Records that failed their checksum or could not be parsed, by seq, ascending. They have
-    /// been removed; everything else was kept.
+    /// Records that failed their checksum or could not be parsed, by seq, ascending. Everything
+    /// else is intact. They stay on disk (unreadable) until a commit removes them together with
+    /// the gap that declares them ([`Remove::Seqs`], done by [`intake::Intake::start`]), so a
+    /// crash before that commit reports them again at the next open.
     pub corrupt: Vec<Seq>,
 }
 
@@ -81,11 +88,14 @@ pub trait Buffer: Send + Sync + 'static {
     ) -> Result<Vec<StoredRecord>, BufferError>;
 
     /// Deletes every record with seq <= `through` and persists `through` as acked (never moving
-    /// it backwards). Returns how many records were deleted.
+    /// it backwards). Returns how many records were deleted. Device message ids are kept: a
+    /// broker may redeliver a message after its event was acked.
     fn ack_through(&self, through: Seq) -> Result<u64, BufferError>;
 
     /// Deletes the oldest records whose class `droppable` accepts until at least `bytes` of
-    /// payload are freed or none are left; returns their seqs, ascending.
+    /// payload are freed or none are left; returns their seqs, ascending. This declares
+    /// nothing: the intake evicts with [`IntakeStore::commit`], which appends the gap in the
+    /// same commit.
     fn evict_oldest(
         &self,
         droppable: &dyn Fn(EventClass) -> bool,
@@ -102,11 +112,66 @@ pub trait Buffer: Send + Sync + 'static {
     fn compact(&self) -> Result<bool, BufferError>;
 }
 
+/// What an [`IntakeStore::commit`] deletes before it appends.
+#[derive(Clone, Copy)]
+pub enum Remove<'a> {
+    Nothing,
+    /// Eviction: the oldest intact records whose class `droppable` accepts, until at least
+    /// `bytes` of them are freed or none is left. Damaged records are never evicted: the next
+    /// open reports them as corrupt instead.
+    Oldest {
+        droppable: &'a dyn Fn(EventClass) -> bool,
+        bytes: u64,
+    },
+    /// Exactly these seqs, where held (the damaged records an open reported).
+    Seqs(&'a [Seq]),
+}
+
+/// What a commit deleted.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// Ascending.
+    pub seqs: Vec<Seq>,
+    /// Their stored sizes, as counted in [`BufferStats::live_bytes`].
+    pub bytes: u64,
+}
+
+/// What a commit appends: records (ascending seqs, the first at least `next_seq()`) and the
+/// device message ids accepted with them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Append {
+    pub records: Vec<StoredRecord>,
+    pub ids: Vec<DedupEntry>,
+}
+
+/// The writer's side of a buffer: operations whose parts must survive a crash together, so
+/// each is one durable commit. Kept apart from [`Buffer`], which is all the uplink needs.
+pub trait IntakeStore: Buffer {
+    /// In one durable commit (all of it survives kill -9 and power loss once this returns `Ok`,
+    /// none of it if it fails or the process dies first): deletes what `remove` selects, then
+    /// appends what `append` returns when told what was deleted — so that a gap event declaring
+    /// evicted or damaged records is never separated from their deletion, nor a device message
+    /// id from its event. Returns what was deleted. Does nothing (no commit) when there is
+    /// nothing to delete or append.
+    fn commit(
+        &self,
+        remove: Remove<'_>,
+        append: &mut dyn FnMut(&Removed) -> Append,
+    ) -> Result<Removed, BufferError>;
+
+    /// The device message ids accepted at or after `since_ms`, ascending by time (then key).
+    fn recent_ids(&self, since_ms: i64) -> Result<Vec<DedupEntry>, BufferError>;
+
+    /// Forgets the device message ids accepted before `before_ms`, in a commit of its own;
+    /// returns how many. Acks never delete ids: only their age does.
+    fn prune_ids(&self, before_ms: i64) -> Result<u64, BufferError>;
+}
+
 /// Opens the configured engine in `dir` (created if missing).
 pub fn open(
     engine: Engine,
     dir: &Path,
-) -> Result<(std::sync::Arc<dyn Buffer>, OpenReport), BufferError> {
+) -> Result<(std::sync::Arc<dyn IntakeStore>, OpenReport), BufferError> {
     match engine {
         Engine::Redb => {
             let (b, r) = redb_store::RedbBuffer::open(dir)?;

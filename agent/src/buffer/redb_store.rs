@@ -1,11 +1,15 @@
-//! redb-backed buffer, the default engine: one file `<dir>/buffer.redb`, every append and ack a
+//! redb-backed buffer, the default engine: one file `<dir>/buffer.redb` holding the records,
+//! the meta value and the accepted device message ids in three tables, every write one
 //! durable commit (`Durability::Immediate`: an fsync before `commit` returns), freed pages given
 //! back to the file system by [`Buffer::compact`].
 //!
 //! The bookkeeping shared with the sled engine (the persisted meta value, the in-memory tally
 //! and the start-up scan) lives here too, so both engines count and recover the same way.
 
-use super::{record, Buffer, BufferError, BufferStats, OpenReport, StoredRecord};
+use super::{
+    dedup_ids, record, Append, Buffer, BufferError, BufferStats, DedupEntry, IntakeStore,
+    OpenReport, Remove, Removed, StoredRecord,
+};
 use qyt_proto::{EventClass, Seq};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use std::fmt::Display;
@@ -15,6 +19,8 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_KEY: &str = "state";
+/// Device message ids accepted, keyed by [`DedupEntry::encode`] (time first).
+const IDS: TableDefinition<&[u8], ()> = TableDefinition::new("dedup_ids");
 
 /// The file name of the redb engine inside the buffer directory.
 pub const FILE_NAME: &str = "buffer.redb";
@@ -122,6 +128,13 @@ impl Tally {
         Ok(bytes)
     }
 
+    /// The tally after deleting `removed`; `oldest` is left for the engine to look up.
+    pub fn removed(mut self, removed: &Removed) -> Tally {
+        self.events -= removed.seqs.len() as u64;
+        self.live_bytes -= removed.bytes;
+        self
+    }
+
     /// The tally after appending `records` (already checked) of `bytes` in total.
     pub fn appended(mut self, records: &[StoredRecord], bytes: u64) -> Tally {
         if let (Some(first), Some(last)) = (records.first(), records.last()) {
@@ -151,7 +164,8 @@ pub(super) struct OpenScan {
     min_key: Option<Seq>,
     max_key: Option<Seq>,
     corrupt: Vec<Seq>,
-    /// Keys to delete: damaged records and keys that are not seqs at all.
+    /// Keys to delete at open: keys that are not seqs at all. (Damaged records are not deleted
+    /// here but by the commit that declares them, see [`OpenReport::corrupt`].)
     pub remove: Vec<Vec<u8>>,
 }
 
@@ -164,25 +178,21 @@ impl OpenScan {
             return;
         };
         // Damaged records still had their seq assigned: next_seq must stay above them, and
-        // they were not acked either.
+        // they were not acked either. They are held (and counted) until they are declared.
         self.min_key = Some(self.min_key.map_or(seq, |m| m.min(seq)));
         self.max_key = Some(self.max_key.map_or(seq, |m| m.max(seq)));
-        match StoredRecord::decode_value(seq, v) {
-            Ok(r) => {
-                self.tally.events += 1;
-                self.tally.live_bytes += r.encoded_len();
-                if self.tally.oldest.is_none() {
-                    self.tally.oldest = Some(Oldest {
-                        seq,
-                        received_ms: Some(r.received_ms),
-                    });
-                }
-            }
-            Err(e) => {
-                tracing::warn!(%seq, error = %e, "buffered record is damaged; removing it and reporting it as a gap");
-                self.corrupt.push(seq);
-                self.remove.push(k.to_vec());
-            }
+        self.tally.events += 1;
+        self.tally.live_bytes += v.len() as u64;
+        let decoded = StoredRecord::decode_value(seq, v);
+        if self.tally.oldest.is_none() {
+            self.tally.oldest = Some(Oldest {
+                seq,
+                received_ms: decoded.as_ref().ok().map(|r| r.received_ms),
+            });
+        }
+        if let Err(e) = decoded {
+            tracing::warn!(%seq, error = %e, "buffered record is damaged; it is reported, then removed in the commit that declares it as a gap");
+            self.corrupt.push(seq);
         }
     }
 
@@ -242,8 +252,16 @@ pub struct RedbBuffer {
     tally: Mutex<Tally>,
 }
 
+/// The tables of one write transaction.
+struct Tables<'t> {
+    records: redb::Table<'t, &'static [u8], &'static [u8]>,
+    meta: redb::Table<'t, &'static str, &'static [u8]>,
+    ids: redb::Table<'t, &'static [u8], ()>,
+}
+
 impl RedbBuffer {
-    /// Opens (or creates) `<dir>/buffer.redb`, removes damaged records and reports them.
+    /// Opens (or creates) `<dir>/buffer.redb` and reports damaged records (still held: see
+    /// [`OpenReport::corrupt`]).
     pub fn open(dir: &Path) -> Result<(RedbBuffer, OpenReport), BufferError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| storage_error(dir, "creating the buffer directory", e))?;
@@ -285,7 +303,7 @@ impl RedbBuffer {
                 for k in &remove {
                     records
                         .remove(k.as_slice())
-                        .map_err(|e| err("removing a damaged record", &e))?;
+                        .map_err(|e| err("removing a key that is not a sequence number", &e))?;
                 }
                 let mut meta = txn
                     .open_table(META)
@@ -327,15 +345,12 @@ impl RedbBuffer {
         *lock(&self.tally)
     }
 
-    /// Runs one durable write transaction over the records and meta tables; `f` returns the new
-    /// tally, published only once the commit succeeded.
+    /// Runs one durable write transaction over the tables; `f` returns the new tally, published
+    /// only once the commit succeeded, or `None` when it changed nothing (the transaction is
+    /// then aborted: no fsync for nothing).
     fn write<R>(
         &self,
-        f: impl FnOnce(
-            &mut redb::Table<&[u8], &[u8]>,
-            &mut redb::Table<&str, &[u8]>,
-            Tally,
-        ) -> Result<(Tally, R), BufferError>,
+        f: impl FnOnce(&mut Tables<'_>, Tally) -> Result<(Option<Tally>, R), BufferError>,
     ) -> Result<R, BufferError> {
         let _w = lock(&self.writer);
         let before = self.tally();
@@ -345,16 +360,28 @@ impl RedbBuffer {
             .map_err(|e| self.err("starting a write transaction", e))?;
         txn.set_durability(Durability::Immediate);
         let (after, out) = {
-            let mut records = txn
-                .open_table(RECORDS)
-                .map_err(|e| self.err("opening the records table", e))?;
-            let mut meta = txn
-                .open_table(META)
-                .map_err(|e| self.err("opening the meta table", e))?;
-            f(&mut records, &mut meta, before)?
+            let mut tables = Tables {
+                records: txn
+                    .open_table(RECORDS)
+                    .map_err(|e| self.err("opening the records table", e))?,
+                meta: txn
+                    .open_table(META)
+                    .map_err(|e| self.err("opening the meta table", e))?,
+                ids: txn
+                    .open_table(IDS)
+                    .map_err(|e| self.err("opening the device message id table", e))?,
+            };
+            f(&mut tables, before)?
         };
-        txn.commit().map_err(|e| self.err("committing", e))?;
-        *lock(&self.tally) = after;
+        match after {
+            Some(after) => {
+                txn.commit().map_err(|e| self.err("committing", e))?;
+                *lock(&self.tally) = after;
+            }
+            None => txn
+                .abort()
+                .map_err(|e| self.err("ending an empty transaction", e))?,
+        }
         Ok(out)
     }
 
@@ -362,31 +389,36 @@ impl RedbBuffer {
     /// damage would. Returns whether the record existed.
     #[cfg(test)]
     pub(crate) fn damage(&self, seq: Seq, bad: &[u8]) -> Result<bool, BufferError> {
-        self.write(|records, _, mut t| {
+        self.write(|tables, mut t| {
             let k = record::key(seq);
-            let old = records
+            let old = tables
+                .records
                 .get(k.as_slice())
                 .map_err(|e| self.err("reading a record", e))?
                 .map(|g| g.value().len() as u64);
             let Some(old) = old else {
-                return Ok((t, false));
+                return Ok((None, false));
             };
-            records
+            tables
+                .records
                 .insert(k.as_slice(), bad)
                 .map_err(|e| self.err("damaging a record", e))?;
             t.live_bytes = t.live_bytes - old + bad.len() as u64;
-            t.oldest = first_of(records).map_err(|e| self.err("reading the oldest record", e))?;
-            Ok((t, true))
+            t.oldest =
+                first_of(&tables.records).map_err(|e| self.err("reading the oldest record", e))?;
+            Ok((Some(t), true))
         })
     }
 
     /// Test hook: overwrites the meta value with bytes that are not a meta value.
     #[cfg(test)]
     pub(crate) fn damage_meta(&self) -> Result<(), BufferError> {
-        self.write(|_, meta, t| {
-            meta.insert(META_KEY, b"damaged".as_slice())
+        self.write(|tables, t| {
+            tables
+                .meta
+                .insert(META_KEY, b"damaged".as_slice())
                 .map_err(|e| self.err("damaging meta", e))?;
-            Ok((t, ()))
+            Ok((Some(t), ()))
         })
     }
 }
@@ -406,22 +438,12 @@ impl Buffer for RedbBuffer {
         self.tally().meta.acked
     }
 
-    fn append(&self, new: &[StoredRecord]) -> Result<(), BufferError> {
-        if new.is_empty() {
-            return Ok(());
-        }
-        self.write(|records, meta, t| {
-            let bytes = t.check_append(new)?;
-            for r in new {
-                records
-                    .insert(record::key(r.seq).as_slice(), r.encode_value().as_slice())
-                    .map_err(|e| self.err("appending a record", e))?;
-            }
-            let after = t.appended(new, bytes);
-            meta.insert(META_KEY, after.meta.encode().as_slice())
-                .map_err(|e| self.err("writing meta", e))?;
-            Ok((after, ()))
+    fn append(&self, records: &[StoredRecord]) -> Result<(), BufferError> {
+        self.commit(Remove::Nothing, &mut |_| Append {
+            records: records.to_vec(),
+            ids: Vec::new(),
         })
+        .map(drop)
     }
 
     fn read_from(
@@ -462,12 +484,13 @@ impl Buffer for RedbBuffer {
         if through <= self.acked() {
             return Ok(0);
         }
-        self.write(|records, meta, mut t| {
+        self.write(|tables, mut t| {
             // Keys first, then one `remove` each: redb 2.6's `retain_in` / `extract_from_if`
             // grew the file eightfold when deleting 20k records (measured), `remove` does not.
             let end = record::key(through);
             let mut keys = Vec::new();
-            for item in records
+            for item in tables
+                .records
                 .range::<&[u8]>(..=end.as_slice())
                 .map_err(|e| self.err("finding acked records", e))?
             {
@@ -476,7 +499,8 @@ impl Buffer for RedbBuffer {
             }
             let (mut n, mut bytes) = (0u64, 0u64);
             for k in &keys {
-                let removed = records
+                let removed = tables
+                    .records
                     .remove(k.as_slice())
                     .map_err(|e| self.err("deleting acked records", e))?;
                 if let Some(v) = removed {
@@ -487,10 +511,13 @@ impl Buffer for RedbBuffer {
             t.meta.acked = through;
             t.events -= n;
             t.live_bytes -= bytes;
-            t.oldest = first_of(records).map_err(|e| self.err("reading the oldest record", e))?;
-            meta.insert(META_KEY, t.meta.encode().as_slice())
+            t.oldest =
+                first_of(&tables.records).map_err(|e| self.err("reading the oldest record", e))?;
+            tables
+                .meta
+                .insert(META_KEY, t.meta.encode().as_slice())
                 .map_err(|e| self.err("writing meta", e))?;
-            Ok((t, n))
+            Ok((Some(t), n))
         })
     }
 
@@ -499,38 +526,8 @@ impl Buffer for RedbBuffer {
         droppable: &dyn Fn(EventClass) -> bool,
         bytes: u64,
     ) -> Result<Vec<Seq>, BufferError> {
-        if bytes == 0 {
-            return Ok(Vec::new());
-        }
-        self.write(|records, _, mut t| {
-            let (victims, freed) = {
-                let mut victims = Vec::new();
-                let mut freed = 0u64;
-                for item in records
-                    .range::<&[u8]>(..)
-                    .map_err(|e| self.err("scanning for eviction", e))?
-                {
-                    if freed >= bytes {
-                        break;
-                    }
-                    let (k, v) = item.map_err(|e| self.err("scanning for eviction", e))?;
-                    if let Some((seq, len)) = evictable(k.value(), v.value(), droppable) {
-                        victims.push(seq);
-                        freed += len;
-                    }
-                }
-                (victims, freed)
-            };
-            for s in &victims {
-                records
-                    .remove(record::key(*s).as_slice())
-                    .map_err(|e| self.err("evicting a record", e))?;
-            }
-            t.events -= victims.len() as u64;
-            t.live_bytes -= freed;
-            t.oldest = first_of(records).map_err(|e| self.err("reading the oldest record", e))?;
-            Ok((t, victims))
-        })
+        let remove = Remove::Oldest { droppable, bytes };
+        Ok(self.commit(remove, &mut |_| Append::default())?.seqs)
     }
 
     fn stats(&self) -> BufferStats {
@@ -552,6 +549,141 @@ impl Buffer for RedbBuffer {
         // rare (the intake runs it with hysteresis), so holding off readers for it is acceptable.
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
         db.compact().map_err(|e| self.err("compacting", e))
+    }
+}
+
+impl IntakeStore for RedbBuffer {
+    fn commit(
+        &self,
+        remove: Remove<'_>,
+        append: &mut dyn FnMut(&Removed) -> Append,
+    ) -> Result<Removed, BufferError> {
+        self.write(|tables, t| {
+            let removed = match remove {
+                Remove::Nothing => Removed::default(),
+                Remove::Oldest { droppable, bytes } => {
+                    let mut victims = Removed::default();
+                    for item in tables
+                        .records
+                        .range::<&[u8]>(..)
+                        .map_err(|e| self.err("scanning for eviction", e))?
+                    {
+                        if victims.bytes >= bytes {
+                            break;
+                        }
+                        let (k, v) = item.map_err(|e| self.err("scanning for eviction", e))?;
+                        if let Some((seq, len)) = evictable(k.value(), v.value(), droppable) {
+                            victims.seqs.push(seq);
+                            victims.bytes += len;
+                        }
+                    }
+                    for s in &victims.seqs {
+                        tables
+                            .records
+                            .remove(record::key(*s).as_slice())
+                            .map_err(|e| self.err("evicting a record", e))?;
+                    }
+                    victims
+                }
+                Remove::Seqs(seqs) => {
+                    let mut gone = Removed::default();
+                    for s in seqs {
+                        let held = tables
+                            .records
+                            .remove(record::key(*s).as_slice())
+                            .map_err(|e| self.err("removing a damaged record", e))?
+                            .map(|v| v.value().len() as u64);
+                        if let Some(len) = held {
+                            gone.seqs.push(*s);
+                            gone.bytes += len;
+                        }
+                    }
+                    gone.seqs.sort_unstable();
+                    gone
+                }
+            };
+            let add = append(&removed);
+            if removed.seqs.is_empty() && add.records.is_empty() && add.ids.is_empty() {
+                return Ok((None, removed));
+            }
+            let added = t.check_append(&add.records)?;
+            for r in &add.records {
+                tables
+                    .records
+                    .insert(record::key(r.seq).as_slice(), r.encode_value().as_slice())
+                    .map_err(|e| self.err("appending a record", e))?;
+            }
+            for id in &add.ids {
+                tables
+                    .ids
+                    .insert(id.encode().as_slice(), ())
+                    .map_err(|e| self.err("storing a device message id", e))?;
+            }
+            let mut after = t.removed(&removed).appended(&add.records, added);
+            if !removed.seqs.is_empty() {
+                after.oldest = first_of(&tables.records)
+                    .map_err(|e| self.err("reading the oldest record", e))?;
+            }
+            if after.meta != t.meta {
+                tables
+                    .meta
+                    .insert(META_KEY, after.meta.encode().as_slice())
+                    .map_err(|e| self.err("writing meta", e))?;
+            }
+            Ok((Some(after), removed))
+        })
+    }
+
+    fn recent_ids(&self, since_ms: i64) -> Result<Vec<DedupEntry>, BufferError> {
+        let db = self.db();
+        let txn = db
+            .begin_read()
+            .map_err(|e| self.err("starting a read transaction", e))?;
+        let ids = match txn.open_table(IDS) {
+            Ok(t) => t,
+            // A buffer no id was ever stored in (the table is made by the first write).
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("opening the device message id table", e)),
+        };
+        let from = dedup_ids::time_prefix(since_ms);
+        let mut out = Vec::new();
+        for item in ids
+            .range::<&[u8]>(from.as_slice()..)
+            .map_err(|e| self.err("reading device message ids", e))?
+        {
+            let (k, _) = item.map_err(|e| self.err("reading device message ids", e))?;
+            match DedupEntry::decode(k.value()) {
+                Some(e) => out.push(e),
+                None => {
+                    tracing::warn!(key = ?k.value(), "stored device message id is damaged; skipping it (it is pruned with its age)");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn prune_ids(&self, before_ms: i64) -> Result<u64, BufferError> {
+        self.write(|tables, t| {
+            let end = dedup_ids::time_prefix(before_ms);
+            // Keys first, then one `remove` each, as in `ack_through` and for the same reason.
+            let mut keys = Vec::new();
+            for item in tables
+                .ids
+                .range::<&[u8]>(..end.as_slice())
+                .map_err(|e| self.err("finding old device message ids", e))?
+            {
+                let (k, _) = item.map_err(|e| self.err("finding old device message ids", e))?;
+                keys.push(k.value().to_vec());
+            }
+            for k in &keys {
+                tables
+                    .ids
+                    .remove(k.as_slice())
+                    .map_err(|e| self.err("pruning device message ids", e))?;
+            }
+            let n = keys.len() as u64;
+            Ok(((n > 0).then_some(t), n))
+        })
     }
 }
 

@@ -1,5 +1,5 @@
-//! sled-backed buffer, the alternative engine: a sled database in `<dir>/sled/`, every append and
-//! ack one `apply_batch` followed by a `flush` (sled's only durability point).
+//! sled-backed buffer, the alternative engine: a sled database in `<dir>/sled/`, every write
+//! one `apply_batch` followed by a `flush` (sled's only durability point).
 //!
 //! Known limits, measured on the target machine: ~74k events/s durable, and sled never gives file
 //! space back (its files stay at their high-water mark after the buffer drains), so `compact`
@@ -8,9 +8,13 @@
 use super::redb_store::{
     allocated, decode_live, evictable, lock, storage_error, Oldest, OpenScan, Tally,
 };
-use super::{record, Buffer, BufferError, BufferStats, OpenReport, StoredRecord};
+use super::{
+    dedup_ids, record, Append, Buffer, BufferError, BufferStats, DedupEntry, IntakeStore,
+    OpenReport, Remove, Removed, StoredRecord,
+};
 use qyt_proto::{EventClass, Seq};
 use std::fmt::Display;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,6 +30,19 @@ const META_KEY: &[u8] = b"";
 /// The smallest seq key: every record range starts here, which skips the meta key.
 const FIRST_KEY: [u8; 8] = [0; 8];
 
+/// The largest seq key: every record range ends here, which skips the device message ids.
+const LAST_KEY: [u8; 8] = [0xFF; 8];
+
+/// Device message ids live in the records tree too, so that they are written by the same
+/// `apply_batch` as their events: under `LAST_KEY` followed by [`DedupEntry::encode`]. Such a
+/// key is longer than `LAST_KEY` with it as prefix, so it sorts after every seq key.
+fn id_key(encoded: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(LAST_KEY.len() + encoded.len());
+    k.extend_from_slice(&LAST_KEY);
+    k.extend_from_slice(encoded);
+    k
+}
+
 pub struct SledBuffer {
     dir: PathBuf,
     db: sled::Db,
@@ -37,7 +54,8 @@ pub struct SledBuffer {
 }
 
 impl SledBuffer {
-    /// Opens (or creates) `<dir>/sled/`, removes damaged records and reports them.
+    /// Opens (or creates) `<dir>/sled/` and reports damaged records (still held: see
+    /// [`OpenReport::corrupt`]).
     pub fn open(dir: &Path) -> Result<(SledBuffer, OpenReport), BufferError> {
         let dir = dir.join(DIR_NAME);
         let err = |what: &str, e: &dyn Display| storage_error(&dir, what, e);
@@ -53,7 +71,7 @@ impl SledBuffer {
             .map_err(|e| err("opening the records tree", &e))?;
 
         let mut scan = OpenScan::default();
-        for item in records.range(FIRST_KEY..) {
+        for item in records.range(FIRST_KEY..=LAST_KEY) {
             let (k, v) = item.map_err(|e| err("scanning records", &e))?;
             scan.add(&k, &v);
         }
@@ -101,7 +119,7 @@ impl SledBuffer {
     }
 
     /// Applies `batch` atomically and durably.
-    fn commit(&self, batch: sled::Batch) -> Result<(), BufferError> {
+    fn apply(&self, batch: sled::Batch) -> Result<(), BufferError> {
         self.records
             .apply_batch(batch)
             .map_err(|e| self.err("committing", e))?;
@@ -113,7 +131,7 @@ impl SledBuffer {
 
     /// The oldest record held, as seen after a commit.
     fn oldest(&self) -> Result<Option<Oldest>, BufferError> {
-        match self.records.range(FIRST_KEY..).next() {
+        match self.records.range(FIRST_KEY..=LAST_KEY).next() {
             None => Ok(None),
             Some(item) => {
                 let (k, v) = item.map_err(|e| self.err("reading the oldest record", e))?;
@@ -137,7 +155,7 @@ impl SledBuffer {
         };
         let mut batch = sled::Batch::default();
         batch.insert(&k, bad);
-        self.commit(batch)?;
+        self.apply(batch)?;
         let mut t = self.tally();
         t.live_bytes = t.live_bytes - old.len() as u64 + bad.len() as u64;
         t.oldest = self.oldest()?;
@@ -151,7 +169,7 @@ impl SledBuffer {
         let _w = lock(&self.writer);
         let mut batch = sled::Batch::default();
         batch.insert(META_KEY, b"damaged".as_slice());
-        self.commit(batch)
+        self.apply(batch)
     }
 }
 
@@ -164,22 +182,12 @@ impl Buffer for SledBuffer {
         self.tally().meta.acked
     }
 
-    fn append(&self, new: &[StoredRecord]) -> Result<(), BufferError> {
-        if new.is_empty() {
-            return Ok(());
-        }
-        let _w = lock(&self.writer);
-        let t = self.tally();
-        let bytes = t.check_append(new)?;
-        let after = t.appended(new, bytes);
-        let mut batch = sled::Batch::default();
-        for r in new {
-            batch.insert(&record::key(r.seq), r.encode_value());
-        }
-        batch.insert(META_KEY, after.meta.encode().as_slice());
-        self.commit(batch)?;
-        *lock(&self.tally) = after;
-        Ok(())
+    fn append(&self, records: &[StoredRecord]) -> Result<(), BufferError> {
+        self.commit(Remove::Nothing, &mut |_| Append {
+            records: records.to_vec(),
+            ids: Vec::new(),
+        })
+        .map(drop)
     }
 
     fn read_from(
@@ -190,7 +198,7 @@ impl Buffer for SledBuffer {
     ) -> Result<Vec<StoredRecord>, BufferError> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for item in self.records.range(record::key(from)..) {
+        for item in self.records.range(record::key(from)..=LAST_KEY) {
             if out.len() >= max_events {
                 break;
             }
@@ -221,7 +229,7 @@ impl Buffer for SledBuffer {
         }
         t.meta.acked = through;
         batch.insert(META_KEY, t.meta.encode().as_slice());
-        self.commit(batch)?;
+        self.apply(batch)?;
         t.events -= n;
         t.live_bytes -= bytes;
         t.oldest = self.oldest()?;
@@ -234,34 +242,8 @@ impl Buffer for SledBuffer {
         droppable: &dyn Fn(EventClass) -> bool,
         bytes: u64,
     ) -> Result<Vec<Seq>, BufferError> {
-        if bytes == 0 {
-            return Ok(Vec::new());
-        }
-        let _w = lock(&self.writer);
-        let mut victims = Vec::new();
-        let mut freed = 0u64;
-        let mut batch = sled::Batch::default();
-        for item in self.records.range(FIRST_KEY..) {
-            if freed >= bytes {
-                break;
-            }
-            let (k, v) = item.map_err(|e| self.err("scanning for eviction", e))?;
-            if let Some((seq, len)) = evictable(&k, &v, droppable) {
-                victims.push(seq);
-                freed += len;
-                batch.remove(k);
-            }
-        }
-        if victims.is_empty() {
-            return Ok(victims);
-        }
-        self.commit(batch)?;
-        let mut t = self.tally();
-        t.events -= victims.len() as u64;
-        t.live_bytes -= freed;
-        t.oldest = self.oldest()?;
-        *lock(&self.tally) = t;
-        Ok(victims)
+        let remove = Remove::Oldest { droppable, bytes };
+        Ok(self.commit(remove, &mut |_| Append::default())?.seqs)
     }
 
     fn stats(&self) -> BufferStats {
@@ -275,6 +257,111 @@ impl Buffer for SledBuffer {
     /// sled 0.34 cannot give file space back; its freed space is reused by later writes.
     fn compact(&self) -> Result<bool, BufferError> {
         Ok(false)
+    }
+}
+
+impl IntakeStore for SledBuffer {
+    fn commit(
+        &self,
+        remove: Remove<'_>,
+        append: &mut dyn FnMut(&Removed) -> Append,
+    ) -> Result<Removed, BufferError> {
+        let _w = lock(&self.writer);
+        let t = self.tally();
+        let mut batch = sled::Batch::default();
+        let mut removed = Removed::default();
+        match remove {
+            Remove::Nothing => {}
+            Remove::Oldest { droppable, bytes } => {
+                for item in self.records.range(FIRST_KEY..=LAST_KEY) {
+                    if removed.bytes >= bytes {
+                        break;
+                    }
+                    let (k, v) = item.map_err(|e| self.err("scanning for eviction", e))?;
+                    if let Some((seq, len)) = evictable(&k, &v, droppable) {
+                        removed.seqs.push(seq);
+                        removed.bytes += len;
+                        batch.remove(k);
+                    }
+                }
+            }
+            Remove::Seqs(seqs) => {
+                // Sorted and deduplicated: the batch is applied only at the end, so a seq
+                // listed twice would otherwise be counted twice.
+                let mut seqs = seqs.to_vec();
+                seqs.sort_unstable();
+                seqs.dedup();
+                for s in seqs {
+                    let k = record::key(s);
+                    let held = self
+                        .records
+                        .get(k)
+                        .map_err(|e| self.err("reading a damaged record", e))?;
+                    if let Some(v) = held {
+                        removed.seqs.push(s);
+                        removed.bytes += v.len() as u64;
+                        batch.remove(&k);
+                    }
+                }
+            }
+        }
+        let add = append(&removed);
+        if removed.seqs.is_empty() && add.records.is_empty() && add.ids.is_empty() {
+            return Ok(removed);
+        }
+        let added = t.check_append(&add.records)?;
+        for r in &add.records {
+            batch.insert(&record::key(r.seq), r.encode_value());
+        }
+        for id in &add.ids {
+            batch.insert(id_key(&id.encode()), &[] as &[u8]);
+        }
+        let mut after = t.removed(&removed).appended(&add.records, added);
+        if after.meta != t.meta {
+            batch.insert(META_KEY, after.meta.encode().as_slice());
+        }
+        self.apply(batch)?;
+        if !removed.seqs.is_empty() {
+            after.oldest = self.oldest()?;
+        }
+        *lock(&self.tally) = after;
+        Ok(removed)
+    }
+
+    fn recent_ids(&self, since_ms: i64) -> Result<Vec<DedupEntry>, BufferError> {
+        let mut out = Vec::new();
+        for item in self
+            .records
+            .range(id_key(&dedup_ids::time_prefix(since_ms))..)
+        {
+            let (k, _) = item.map_err(|e| self.err("reading device message ids", e))?;
+            match k.get(LAST_KEY.len()..).and_then(DedupEntry::decode) {
+                Some(e) => out.push(e),
+                None => {
+                    tracing::warn!(key = ?k, "stored device message id is damaged; skipping it (it is pruned with its age)");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn prune_ids(&self, before_ms: i64) -> Result<u64, BufferError> {
+        let _w = lock(&self.writer);
+        let end = id_key(&dedup_ids::time_prefix(before_ms));
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self
+            .records
+            .range((Bound::Excluded(LAST_KEY.to_vec()), Bound::Excluded(end)))
+        {
+            let (k, _) = item.map_err(|e| self.err("finding old device message ids", e))?;
+            batch.remove(k);
+            n += 1;
+        }
+        if n > 0 {
+            self.apply(batch)?;
+        }
+        Ok(n)
     }
 }
 

@@ -115,7 +115,15 @@ fn fields_of(kind: EventClass) -> &'static [(&'static str, Numeric, bool)] {
             ("device_id", Text, true),
             ("online", No, false),
             ("battery_pct", Number, false),
+            ("gnss_fix", No, false),
             ("detail", No, false),
+        ],
+        EventClass::Alarm => &[
+            ("device_id", Text, true),
+            ("alarms", No, true),
+            ("raw", Number, false),
+            ("lat", Number, false),
+            ("lon", Number, false),
         ],
         EventClass::Raw | EventClass::Gap => &[],
     }

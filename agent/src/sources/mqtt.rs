@@ -5,6 +5,8 @@
 //! Guarantee: a QoS 1 message is PUBACKed only after its event is durable. The session is
 //! persistent (fixed client id, clean session off) and acks are manual, so if the agent dies
 //! before the PUBACK the broker redelivers; the optional message id then recognises the copy.
+//! Its key is stored in the commit of its event, and loaded back when the source starts, so
+//! that this also holds after kill -9.
 //! PUBACKs go out in the order the messages arrived, as MQTT 3.1.1 §4.6 requires.
 
 use super::dedup::DedupWindow;
@@ -221,6 +223,7 @@ async fn process(
 ) -> Result<(), SourceError> {
     let mut stop = ctx.shutdown.clone();
     let mut dedup = DedupWindow::new(cfg.dedup_window_s as i64 * 1000, cfg.dedup_max_ids);
+    preload_dedup(&cfg, &ctx, &mut dedup).await?;
     let mut pending = FuturesOrdered::new();
     let source: Arc<str> = ctx.name.clone();
     loop {
@@ -258,6 +261,45 @@ async fn process(
     Ok(())
 }
 
+/// The key a device message id is remembered under. It starts with the source's name because
+/// the buffer keeps the keys of every source together.
+fn dedup_key(source: &str, filter: &str, id: &str) -> String {
+    format!("{}{filter}\u{0}{id}", dedup_prefix(source))
+}
+
+fn dedup_prefix(source: &str) -> String {
+    format!("{source}\u{0}")
+}
+
+/// Fills the window with the keys this source accepted within it before this start: they are
+/// durable with their events, so a message redelivered because the agent was killed before
+/// its PUBACK is recognised.
+async fn preload_dedup(
+    cfg: &MqttSourceConfig,
+    ctx: &SourceContext,
+    dedup: &mut DedupWindow,
+) -> Result<(), SourceError> {
+    let since = Utc::now().timestamp_millis() - cfg.dedup_window_s as i64 * 1000;
+    let stored = ctx
+        .intake
+        .recent_dedup_keys(since)
+        .await
+        .map_err(|e| SourceError::Storage {
+            source_name: ctx.name.to_string(),
+            detail: e.to_string(),
+        })?;
+    let prefix = dedup_prefix(&ctx.name);
+    let mut n = 0usize;
+    for e in stored.into_iter().filter(|e| e.key.starts_with(&prefix)) {
+        dedup.insert(e.key, e.accepted_ms);
+        n += 1;
+    }
+    if n > 0 {
+        info!(source = %ctx.name, ids = n, "remembering device message ids accepted before this start");
+    }
+    Ok(())
+}
+
 fn decode(
     cfg: &MqttSourceConfig,
     ctx: &SourceContext,
@@ -276,22 +318,23 @@ fn decode(
     };
     match mapping::map(&p.topic, &p.payload, m) {
         Ok(mapped) => {
-            if let Some(id) = &mapped.message_id {
-                let key = format!("{}\u{0}{id}", m.filter);
-                if dedup.contains(&key, now.timestamp_millis()) {
+            let key = (mapped.message_id.as_deref()).map(|id| dedup_key(&ctx.name, &m.filter, id));
+            if let (Some(id), Some(key)) = (&mapped.message_id, &key) {
+                if dedup.contains(key, now.timestamp_millis()) {
                     ctx.metrics
                         .duplicates
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     debug!(source = %ctx.name, topic = %p.topic, id = %id, "duplicate device message dropped");
                     return Outcome::Skip;
                 }
-                dedup.insert(key, now.timestamp_millis());
+                dedup.insert(key.clone(), now.timestamp_millis());
             }
             Outcome::Submit(PendingEvent {
                 observed_at: mapped.observed_at.unwrap_or(now),
                 received_at: now,
                 source: ctx.name.clone(),
                 body: mapped.body,
+                dedup_key: key,
             })
         }
         Err(e) => {

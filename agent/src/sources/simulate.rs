@@ -220,6 +220,7 @@ impl Checkpoint {
             received_at: now,
             source: self.source.clone(),
             body,
+            dedup_key: None,
         }
     }
 }
