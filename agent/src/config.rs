@@ -3,7 +3,9 @@
 
 use crate::buffer::intake::{IntakeConfig, MIN_MAX_BYTES};
 use crate::buffer::Engine;
+use crate::sources::jt808_tcp::Jt808TcpConfig;
 use crate::sources::mqtt::MqttSourceConfig;
+use crate::sources::serial::SerialSourceConfig;
 use crate::sources::simulate::SimulateConfig;
 use crate::uplink::UplinkConfig;
 use qyt_proto::{EventClass, SiteId};
@@ -82,7 +84,8 @@ impl Config {
             .iter()
             .filter_map(|s| match s {
                 SourceConfig::Mqtt(c) => Some(c.dedup_window_s.saturating_mul(1000)),
-                SourceConfig::Simulate(_) => None,
+                SourceConfig::Jt808Tcp(c) => Some(c.dedup_window_s.saturating_mul(1000)),
+                SourceConfig::Simulate(_) | SourceConfig::Serial(_) => None,
             })
             .max()
             .unwrap_or(0)
@@ -116,6 +119,8 @@ impl Default for HttpConfig {
 pub enum SourceConfig {
     Mqtt(MqttSourceConfig),
     Simulate(SimulateConfig),
+    Serial(SerialSourceConfig),
+    Jt808Tcp(Jt808TcpConfig),
 }
 
 impl SourceConfig {
@@ -123,6 +128,8 @@ impl SourceConfig {
         match self {
             SourceConfig::Mqtt(c) => &c.name,
             SourceConfig::Simulate(c) => &c.name,
+            SourceConfig::Serial(c) => &c.name,
+            SourceConfig::Jt808Tcp(c) => &c.name,
         }
     }
 }
@@ -286,6 +293,8 @@ pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
         let problems = match s {
             SourceConfig::Mqtt(c) => c.validate(),
             SourceConfig::Simulate(c) => c.validate(),
+            SourceConfig::Serial(c) => c.validate(),
+            SourceConfig::Jt808Tcp(c) => c.validate(),
         };
         for (k, m) in problems {
             check(format!("source[{i}].{k}"), m);

@@ -7,6 +7,7 @@ pub mod buffer;
 pub mod config;
 pub mod decode;
 pub mod http;
+pub mod offline;
 pub mod metrics;
 pub mod run;
 pub mod sources;

@@ -25,6 +25,24 @@ enum Command {
     Run,
     /// Validate the config: print the effective config, or every error with its key and line.
     CheckConfig,
+    /// Decode a captured device stream (a file or stdin): one JSON event per line on stdout,
+    /// one line per rejected frame (with its reason) on stderr.
+    Decode {
+        #[arg(long, value_enum)]
+        protocol: qyt_agent::offline::Protocol,
+        /// The input has one hex-encoded frame per line (e.g. a JT/T 808 frame list).
+        #[arg(long)]
+        hex: bool,
+        /// Device id put into events that need one.
+        #[arg(long, default_value = "capture")]
+        device_id: String,
+        /// For `--protocol lines`: a TOML file with the line format, as in `[source.lines]`.
+        /// Default: delimited by commas, `seal_id,state`.
+        #[arg(long)]
+        lines_format: Option<PathBuf>,
+        /// The capture; standard input when absent.
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -36,6 +54,20 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let check_only = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => false,
+        Command::CheckConfig => true,
+        Command::Decode { protocol, hex, device_id, lines_format, file } => return match decode(protocol, hex, &device_id, lines_format, file) {
+            Ok(counts) => {
+                eprintln!("decoded {} event(s), rejected {} frame(s)", counts.events, counts.rejected);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("decode failed: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    };
     let config = match qyt_agent::config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -43,8 +75,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => match toml::Value::try_from(&config)
+    if check_only {
+        match toml::Value::try_from(&config)
             .map(redact)
             .and_then(|v| toml::to_string_pretty(&v).map_err(serde::ser::Error::custom))
         {
@@ -56,15 +88,44 @@ fn main() -> ExitCode {
                 eprintln!("config is valid but could not be printed: {e}");
                 ExitCode::FAILURE
             }
-        },
-        Command::Run => match run(config) {
+        }
+    } else {
+        match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
                 ExitCode::FAILURE
             }
-        },
+        }
     }
+}
+
+fn decode(
+    protocol: qyt_agent::offline::Protocol,
+    hex: bool,
+    device_id: &str,
+    lines_format: Option<PathBuf>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<qyt_agent::offline::Counts> {
+    let lines = match lines_format {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("{} is not a valid line format", path.display()))?
+        }
+        None => toml::from_str("format = \"delimited\"\n[fields]\nseal_id = 0\nstate = 1\n")
+            .context("built-in line format")?,
+    };
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let (mut out, mut err) = (stdout.lock(), stderr.lock());
+    let counts = match file {
+        Some(path) => {
+            let f = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            qyt_agent::offline::decode(protocol, hex, device_id, &lines, f, &mut out, &mut err)?
+        }
+        None => qyt_agent::offline::decode(protocol, hex, device_id, &lines, std::io::stdin().lock(), &mut out, &mut err)?,
+    };
+    Ok(counts)
 }
 
 fn run(config: qyt_agent::config::Config) -> anyhow::Result<()> {
@@ -99,7 +160,7 @@ fn redact(mut v: toml::Value) -> toml::Value {
         match v {
             toml::Value::Table(t) => {
                 for (k, val) in t.iter_mut() {
-                    if k == "password" {
+                    if k == "password" || k == "auth_secret" {
                         *val = toml::Value::String("<redacted>".into());
                     } else {
                         walk(val);

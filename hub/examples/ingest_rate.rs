@@ -49,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|id| SiteConfig {
             id: id.clone(),
             mqtt_password_hash: None,
+            area: None,
         })
         .collect();
     let hub = Hub::start(config).await?;

@@ -4,6 +4,9 @@
 //! deserialised on its own and every semantic rule is checked, so one `check-config` run lists
 //! everything an operator has to fix, each with its key and, where the file has it, its line.
 
+use crate::access::Role;
+use crate::supervision::geo::Area;
+use crate::supervision::rules::SupervisionConfig;
 use argon2::password_hash::PasswordHash;
 use qyt_proto::{SiteId, MAX_BATCH_BYTES};
 use serde::de::DeserializeOwned;
@@ -22,6 +25,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub http: HttpConfig,
     pub api: ApiConfig,
+    pub supervision: SupervisionConfig,
     pub sites: Vec<SiteConfig>,
 }
 
@@ -129,6 +133,9 @@ pub struct ApiToken {
     pub name: String,
     /// SHA-256 of the token, lowercase hex (`qyt-hub hash-token`).
     pub sha256: String,
+    /// `admin`, `operator` or `enterprise:<id>`. Required; optional in the type only so that a
+    /// missing role is reported with the fix instead of a bare parse error.
+    pub role: Option<Role>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +146,9 @@ pub struct SiteConfig {
     /// username being the site id (`qyt-hub hash-password`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_password_hash: Option<String>,
+    /// The site's premises, where transits may stop as long as they like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<Area>,
 }
 
 /// Where the hub's MQTT consumer connects when the broker is external.
@@ -273,6 +283,11 @@ impl Config {
                         config.api = v;
                     }
                 }
+                "supervision" => {
+                    if let Some(v) = section(text, name, value, &mut issues) {
+                        config.supervision = v;
+                    }
+                }
                 "sites" => match value.get_ref() {
                     DeValue::Array(entries) => {
                         for (i, entry) in entries.iter().enumerate() {
@@ -289,7 +304,7 @@ impl Config {
                 other => issues.push(ConfigIssue {
                     key: other.to_string(),
                     line: Some(line_of(text, key.span().start)),
-                    message: "unknown section: expected broker, store, ingest, http, api or sites"
+                    message: "unknown section: expected broker, store, ingest, http, api, supervision or sites"
                         .into(),
                 }),
             }
@@ -415,6 +430,16 @@ impl Config {
                     "is not 64 hex digits: use the output of `qyt-hub hash-token`".into(),
                 );
             }
+            if t.role.is_none() {
+                bad(
+                    format!("api.tokens[{n}].role"),
+                    "missing: add role = \"operator\" (or \"admin\", or \"enterprise:<id>\")"
+                        .into(),
+                );
+            }
+        }
+        for (key, message) in self.supervision.check() {
+            bad(key, message);
         }
         if self.sites.is_empty() {
             bad(
@@ -429,6 +454,9 @@ impl Config {
                     format!("sites[{n}].id"),
                     format!("{:?} is declared twice", s.id.as_str()),
                 );
+            }
+            if let Some(Err(e)) = s.area.as_ref().map(Area::check) {
+                bad(format!("sites[{n}].area"), e);
             }
             match &s.mqtt_password_hash {
                 Some(hash) => {

@@ -4,14 +4,17 @@
 //! Everything that can fail at start (config, database, binding the ports, reading secrets)
 //! happens before the first task is spawned.
 
+use crate::access::{Role, TokenBook};
 use crate::api::{self, ApiState};
 use crate::broker::{BrokerError, Embedded, HUB_USER};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{BrokerUrl, Config, ConfigIssue};
 use crate::consumer::{self, Settings};
 use crate::ingest::{IngestError, Writer};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::{Reader, Store, StoreError};
+use crate::supervision::service::Supervision;
 use crate::validate::Validator;
 use qyt_proto::SiteId;
 use std::future::Future;
@@ -70,6 +73,8 @@ pub struct Hub {
     consumer: Part,
     http: Part,
     broker: Part,
+    supervisor: Part,
+    supervision: Supervision,
 }
 
 impl Hub {
@@ -77,6 +82,12 @@ impl Hub {
     /// part. Port 0 in `broker.listen` / `http.listen` picks a free port; see [`Hub::broker_addr`]
     /// and [`Hub::http_addr`].
     pub async fn start(config: Config) -> Result<Hub, HubError> {
+        Hub::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Hub::start`] with another clock: tests pass a [`crate::clock::ManualClock`] and drive
+    /// the supervision timers through [`Hub::supervision`].
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Hub, HubError> {
         let issues = config.check();
         if !issues.is_empty() {
             return Err(HubError::Config(issues));
@@ -85,6 +96,24 @@ impl Hub {
         let store = Store::open(&config.store.path)?;
         let registry = Arc::new(Registry::new(store.load(&sites)?));
         let reader = Reader::open(&config.store.path)?;
+        let metrics = Arc::new(Metrics::default());
+        let supervision = Supervision::open(
+            &config.store.path,
+            config.supervision.clone(),
+            config
+                .sites
+                .iter()
+                .map(|s| (s.id.clone(), s.area))
+                .collect(),
+            registry.clone(),
+            metrics.clone(),
+            clock.clone(),
+        )?;
+        let tokens = TokenBook::open(
+            Store::writer(&config.store.path)?,
+            token_digests(&config),
+            clock.clone(),
+        )?;
 
         let (embedded, settings) = match &config.broker.url {
             None => {
@@ -147,7 +176,6 @@ impl Hub {
             }
             None => (None, Part::none("embedded broker")),
         };
-        let metrics = Arc::new(Metrics::default());
         let (stop, stop_rx) = watch::channel(false);
         let (jobs_tx, jobs_rx) = mpsc::channel(config.ingest.queue_batches);
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
@@ -174,6 +202,8 @@ impl Hub {
             metrics: metrics.clone(),
             acks: acks_tx,
             max_events_per_commit: config.ingest.max_events_per_commit,
+            clock,
+            feed: supervision.feed(),
         };
         let writer = Part::new(
             "ingest writer",
@@ -184,12 +214,24 @@ impl Hub {
                     .map_err(HubError::from)
             }),
         );
+        let supervisor = Part::new(
+            "supervision",
+            tokio::spawn({
+                let run = supervision.clone().run(stop.subscribe());
+                async move {
+                    run.await;
+                    Ok(())
+                }
+            }),
+        );
         let state = ApiState {
             registry,
             reader: Arc::new(Mutex::new(reader)),
             metrics,
-            tokens: Arc::new(token_digests(&config)),
+            tokens: Arc::new(tokens),
+            supervision: supervision.clone(),
             subscribed: subscribed.clone(),
+            stop: stop.subscribe(),
         };
         let mut http_stop = stop.subscribe();
         let http = Part::new(
@@ -215,7 +257,15 @@ impl Hub {
             consumer,
             http,
             broker,
+            supervisor,
+            supervision,
         })
+    }
+
+    /// The running supervision, e.g. for a test to apply what is committed ([`Supervision::settle`])
+    /// or run the timers now ([`Supervision::tick`]).
+    pub fn supervision(&self) -> Supervision {
+        self.supervision.clone()
     }
 
     /// Where the embedded broker listens; `None` when the hub uses an external broker.
@@ -247,6 +297,7 @@ impl Hub {
             e = self.consumer.ended() => Some(e),
             e = self.http.ended() => Some(e),
             e = self.broker.ended() => Some(e),
+            e = self.supervisor.ended() => Some(e),
         };
         if let Some(e) = &failure {
             tracing::error!(error = %e, "stopping the hub after a failure");
@@ -275,6 +326,7 @@ impl Hub {
         }
         result = result.and(self.broker.join().await);
         result = result.and(self.http.join().await);
+        result = result.and(self.supervisor.join().await);
         info!("hub stopped");
         match failure {
             Some(e) => Err(e),
@@ -313,16 +365,16 @@ fn loopback_for(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn token_digests(config: &Config) -> Vec<([u8; 32], String)> {
+fn token_digests(config: &Config) -> Vec<([u8; 32], String, Role)> {
     config
         .api
         .tokens
         .iter()
         .filter_map(|t| {
             let mut digest = [0u8; 32];
-            // `Config::check` has verified the hex; a failure here cannot happen.
+            // `Config::check` has verified the hex and the role; a failure here cannot happen.
             hex::decode_to_slice(t.sha256.to_ascii_lowercase(), &mut digest).ok()?;
-            Some((digest, t.name.clone()))
+            Some((digest, t.name.clone(), t.role.clone()?))
         })
         .collect()
 }

@@ -3,13 +3,15 @@
 //! Whatever is waiting when the writer gets to it goes into one transaction (up to
 //! `ingest.max_events_per_commit` events), so the cost of the fsync is shared by many batches
 //! under load while a lone batch is still committed at once. Acks are sent only after the commit
-//! returned, and the shared registry only then shows the new state.
+//! returned, and the shared registry only then shows the new state. Then, and without waiting,
+//! supervision is told which sites have new events (it reads them from the store itself).
 
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::progress::MAX_MISSING_RANGES;
 use crate::registry::Registry;
 use crate::store::{Committed, Job, Store};
-use chrono::Utc;
+use crate::supervision::service::Feed;
 use qyt_proto::{Ack, Seq, SiteId, PROTOCOL_VERSION};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub struct Writer {
     pub metrics: Arc<Metrics>,
     pub acks: mpsc::UnboundedSender<Ack>,
     pub max_events_per_commit: usize,
+    pub clock: Arc<dyn Clock>,
+    pub feed: Arc<Feed>,
 }
 
 impl Writer {
@@ -82,9 +86,10 @@ impl Writer {
             })
             .collect();
         let started = Instant::now();
+        let now = self.clock.now();
         // SQLite blocks (fsync), so it runs off the async workers; the store travels with it.
         let (store_back, result, copies) = tokio::task::spawn_blocking(move || {
-            let result = store.commit(&group, &mut copies, Utc::now());
+            let result = store.commit(&group, &mut copies, now);
             (store, result, copies)
         })
         .await
@@ -121,6 +126,9 @@ impl Writer {
                     })
                     .collect();
                 self.registry.replace(copies);
+                if stored > 0 {
+                    self.feed.committed(acks.iter().map(|a| a.site.clone()));
+                }
                 for ack in acks {
                     debug!(site = %ack.site, seq = ack.contiguous.0, missing = ?ack.missing, "ack");
                     // Fails only when the ack sender is gone, i.e. the hub is going down.

@@ -20,8 +20,11 @@
 //! # }
 //! ```
 
-mod api;
+pub mod access;
+pub mod api;
+mod audit;
 mod broker;
+pub mod clock;
 pub mod config;
 mod consumer;
 mod hub;
@@ -31,6 +34,7 @@ mod progress;
 mod registry;
 pub mod secret;
 mod store;
+pub mod supervision;
 pub mod systemd;
 mod validate;
 

@@ -27,6 +27,9 @@ pub struct Metrics {
     commit_failures: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_sum_us: AtomicU64,
+    supervised: AtomicU64,
+    supervision_failures: AtomicU64,
+    alarms_raised: AtomicU64,
 }
 
 impl Metrics {
@@ -63,6 +66,18 @@ impl Metrics {
 
     pub fn commit_failed(&self) {
         self.commit_failures.fetch_add(1, Relaxed);
+    }
+
+    pub fn supervised(&self, events: u64) {
+        self.supervised.fetch_add(events, Relaxed);
+    }
+
+    pub fn supervision_failed(&self) {
+        self.supervision_failures.fetch_add(1, Relaxed);
+    }
+
+    pub fn alarms_raised(&self, n: u64) {
+        self.alarms_raised.fetch_add(n, Relaxed);
     }
 
     pub fn ack_sent(&self) {
@@ -112,6 +127,21 @@ impl Metrics {
             "qyt_hub_commit_failures_total",
             "Transactions that failed; their batches were not acked and will be resent.",
             self.commit_failures.load(Relaxed),
+        );
+        counter(
+            "qyt_hub_supervised_events_total",
+            "Stored events applied by the supervision engine.",
+            self.supervised.load(Relaxed),
+        );
+        counter(
+            "qyt_hub_supervision_failures_total",
+            "Supervision steps that could not be recorded (retried from the database).",
+            self.supervision_failures.load(Relaxed),
+        );
+        counter(
+            "qyt_hub_alarms_raised_total",
+            "Alarms raised by the supervision rules.",
+            self.alarms_raised.load(Relaxed),
         );
         let _ = writeln!(
             out,

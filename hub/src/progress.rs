@@ -35,6 +35,30 @@ impl Progress {
         self.contiguous
     }
 
+    /// The highest seq recorded as stored.
+    pub fn highest(&self) -> u64 {
+        self.highest_stored
+    }
+
+    /// Every settled range, lowest first, for persisting.
+    pub fn ranges(&self) -> Vec<[u64; 2]> {
+        let first = (self.contiguous > 0).then_some([1, self.contiguous]);
+        first
+            .into_iter()
+            .chain(self.above.iter().map(|(&a, &b)| [a, b]))
+            .collect()
+    }
+
+    /// Progress as [`Progress::ranges`] listed it, every range counted as stored.
+    pub fn from_ranges(ranges: &[[u64; 2]]) -> Progress {
+        let mut p = Progress::default();
+        for &[from, to] in ranges {
+            p.record_dropped(from, to);
+            p.highest_stored = p.highest_stored.max(to);
+        }
+        p
+    }
+
     /// Records stored events, given in ascending order.
     pub fn record_stored(&mut self, seqs: &[u64]) {
         let Some(&last) = seqs.last() else { return };
@@ -196,6 +220,17 @@ mod tests {
         assert_eq!(p, Progress::starting_at(100));
         p.record_dropped(90, 105);
         assert_eq!(p.contiguous(), 105);
+    }
+
+    #[test]
+    fn ranges_round_trip() {
+        let mut p = Progress::default();
+        p.record_stored(&[1, 2, 3, 7, 8, 11]);
+        assert_eq!(p.ranges(), vec![[1, 3], [7, 8], [11, 11]]);
+        let q = Progress::from_ranges(&p.ranges());
+        assert_eq!(q.missing(10), p.missing(10));
+        assert_eq!((q.contiguous(), q.highest()), (3, 11));
+        assert!(Progress::default().ranges().is_empty());
     }
 
     #[test]

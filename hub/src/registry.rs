@@ -21,6 +21,10 @@ pub struct SiteState {
     /// agent reconnecting) tells the truth again.
     pub online: bool,
     pub agent_version: Option<String>,
+    /// When the last online status arrived, and the age of the agent's oldest unacknowledged
+    /// event it reported then (`None`: everything acked). Not persisted, like `online`.
+    pub status_at: Option<DateTime<Utc>>,
+    pub oldest_unacked_age_s: Option<f64>,
 }
 
 #[derive(Debug)]

@@ -3,6 +3,9 @@
 //! WAL with `synchronous = FULL`: an Ack promises the events survive a power cut, so a commit
 //! must have reached the disk before it returns. SQL is kept to what PostgreSQL also speaks
 //! (`ON CONFLICT ... DO NOTHING / DO UPDATE`), except the pragmas and `WITHOUT ROWID`.
+//!
+//! The same file holds the supervision tables (transits, alarms, audit log, API tokens); each
+//! module owns its schema text and [`Store::open`] creates them all, under one schema version.
 
 use crate::progress::Progress;
 use crate::registry::SiteState;
@@ -13,7 +16,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: supervision (transits, alarms, progress), audit log, API-issued tokens.
+const SCHEMA_VERSION: i64 = 2;
+
+/// How long a writer waits for another writer's transaction. Ingest, supervision and token
+/// changes each have their own connection; their transactions are short, so waiting beats
+/// failing (an ingest commit that failed would only be resent, but late).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -89,7 +98,7 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
 }
 
-trait Context<T> {
+pub(crate) trait Context<T> {
     fn ctx(self, op: &'static str) -> Result<T, StoreError>;
 }
 
@@ -148,10 +157,32 @@ impl Store {
                 found,
             });
         }
-        conn.execute_batch(SCHEMA).ctx("create the schema")?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        for schema in [
+            SCHEMA,
+            crate::audit::SCHEMA,
+            crate::access::SCHEMA,
+            crate::supervision::SCHEMA,
+        ] {
+            conn.execute_batch(schema).ctx("create the schema")?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .ctx("record the schema version")?;
         Ok(Store { conn })
+    }
+
+    /// Another writing connection to the database [`Store::open`] has created, for the parts
+    /// that write besides ingest (supervision, tokens).
+    pub fn writer(path: &Path) -> Result<Connection, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        Ok(conn)
     }
 
     /// Rebuilds the state of the declared sites from what is stored.
@@ -214,6 +245,8 @@ impl Store {
                     backlog,
                     online: false,
                     agent_version: None,
+                    status_at: None,
+                    oldest_unacked_age_s: None,
                 },
             );
         }
@@ -298,6 +331,8 @@ impl Store {
                             // updates them; offline keeps what the agent last said it held.
                             state.backlog = status.buffered_events;
                             state.agent_version = Some(status.agent_version.clone());
+                            state.status_at = Some(now);
+                            state.oldest_unacked_age_s = status.oldest_unacked_age_s;
                         }
                     }
                 }
@@ -331,6 +366,11 @@ pub struct Reader {
 pub type EventJson = serde_json::Map<String, serde_json::Value>;
 
 impl Reader {
+    /// The connection, for the queries other modules own (supervision, audit).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     pub fn open(path: &Path) -> Result<Reader, StoreError> {
         let conn = Connection::open_with_flags(
             path,
@@ -344,64 +384,63 @@ impl Reader {
             .ctx("set the reader's busy timeout")?;
         Ok(Reader { conn })
     }
-
-    /// Up to `limit` events of `site` with seq above `after`, in seq order.
-    pub fn events(
-        &self,
-        site: &SiteId,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<EventJson>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT seq, kind, observed_at, received_at, source, body, ingested_at
-                 FROM events WHERE site = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )
-            .ctx("prepare the events query")?;
-        let rows = stmt
-            .query_map(params![site.as_str(), after, limit], |r| {
-                Ok((
-                    r.get::<_, u64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                ))
-            })
-            .ctx("query events")?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, kind, observed_at, received_at, source, body, ingested_at) =
-                row.ctx("read an event")?;
-            let mut json = match serde_json::from_str::<serde_json::Value>(&body) {
-                Ok(serde_json::Value::Object(m)) => m,
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        what: "event body",
-                        detail: format!("site {site} seq {seq} is not a JSON object"),
-                    })
-                }
-            };
-            json.insert("seq".into(), seq.into());
-            json.insert("kind".into(), kind.into());
-            json.insert("observed_at".into(), observed_at.into());
-            json.insert("received_at".into(), received_at.into());
-            json.insert("source".into(), source.into());
-            json.insert("ingested_at".into(), ingested_at.into());
-            out.push(json);
-        }
-        Ok(out)
-    }
 }
 
-fn time_text(t: DateTime<Utc>) -> String {
+/// Up to `limit` events of `site` with seq above `after`, in seq order.
+pub fn events(
+    conn: &Connection,
+    site: &SiteId,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<EventJson>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, kind, observed_at, received_at, source, body, ingested_at
+             FROM events WHERE site = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .ctx("prepare the events query")?;
+    let rows = stmt
+        .query_map(params![site.as_str(), after, limit], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })
+        .ctx("query events")?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, kind, observed_at, received_at, source, body, ingested_at) =
+            row.ctx("read an event")?;
+        let mut json = match serde_json::from_str::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                return Err(StoreError::Corrupt {
+                    what: "event body",
+                    detail: format!("site {site} seq {seq} is not a JSON object"),
+                })
+            }
+        };
+        json.insert("seq".into(), seq.into());
+        json.insert("kind".into(), kind.into());
+        json.insert("observed_at".into(), observed_at.into());
+        json.insert("received_at".into(), received_at.into());
+        json.insert("source".into(), source.into());
+        json.insert("ingested_at".into(), ingested_at.into());
+        out.push(json);
+    }
+    Ok(out)
+}
+
+pub(crate) fn time_text(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn parse_time(text: &str, what: &'static str) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn parse_time(text: &str, what: &'static str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt {
@@ -552,7 +591,7 @@ mod tests {
         let mut state = store.load(&[site()]).unwrap();
         commit(&mut store, &mut state, &[batch((1..=5).map(raw).collect())]);
         let reader = Reader::open(&path).unwrap();
-        let page = reader.events(&site(), 2, 2).unwrap();
+        let page = events(reader.conn(), &site(), 2, 2).unwrap();
         let seqs: Vec<_> = page.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
         assert_eq!(seqs, vec![3, 4]);
         assert_eq!(page[0]["kind"], "raw");

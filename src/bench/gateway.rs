@@ -83,7 +83,7 @@ fn payload(id: &str, ts_ms: i64) -> Vec<u8> {
     p
 }
 
-pub fn now_ms() -> i64 {
+fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 

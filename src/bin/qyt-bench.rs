@@ -15,7 +15,7 @@
 mod bench;
 
 use anyhow::{bail, Context, Result};
-use bench::gateway::{mqtt_source, now_ms, Device, Mosquitto, MOSQUITTO};
+use bench::gateway::{mqtt_source, Device, Mosquitto, MOSQUITTO};
 use bench::peer::{PeerFigures, PeerRun};
 use bench::system::{simulate_source, wait_for, Agent, Bins, Hub};
 use clap::Parser;
@@ -202,6 +202,8 @@ struct MqttFigures {
     agent_cpu_s_per_100k: f64,
     broker_cpu_s_per_100k: f64,
     hub_cpu_s_per_100k: Option<f64>,
+    /// How well the group commit batched the one-message submissions of the MQTT source.
+    events_per_group_commit: f64,
     agent_vmhwm_kib: u64,
 }
 
@@ -210,10 +212,35 @@ struct LatencyFigures {
     rate_per_s: u64,
     seconds: u64,
     events: usize,
+    /// Device publish (`observed_at`) → hub commit (`ingested_at`).
+    total: Percentiles,
+    /// Device publish → the agent's reception (`received_at`): gateway broker and MQTT source.
+    to_agent: Percentiles,
+    /// The agent's reception → hub commit: group commit, uplink, hub's broker and store.
+    agent_to_hub: Percentiles,
+}
+
+#[derive(Debug, Serialize)]
+struct Percentiles {
     p50_ms: f64,
     p90_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `ms` (not empty).
+    fn of(mut ms: Vec<f64>) -> Percentiles {
+        ms.sort_by(f64::total_cmp);
+        let pct =
+            |p: f64| ms[((p / 100.0 * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+        Percentiles {
+            p50_ms: round(pct(50.0), 1),
+            p90_ms: round(pct(90.0), 1),
+            p99_ms: round(pct(99.0), 1),
+            max_ms: round(pct(100.0), 1),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -612,16 +639,21 @@ fn through_mqtt(
     print_mqtt(&e2e);
 
     let latency = latency(&gw, &hub, sizes.latency_rate, sizes.latency_seconds)?;
+    let show = |p: &Percentiles| {
+        format!(
+            "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
+        )
+    };
     println!(
-        "[6] latency device publish → hub commit at {}/s for {} s: p50 {:.1} ms, p90 {:.1} ms, \
-         p99 {:.1} ms, max {:.1} ms ({} events)",
+        "[6] latency device publish → hub commit at {}/s for {} s ({} events): {}\n    \
+         of which publish → agent reception: {}\n    agent reception → hub commit: {}",
         latency.rate_per_s,
         latency.seconds,
-        latency.p50_ms,
-        latency.p90_ms,
-        latency.p99_ms,
-        latency.max_ms,
-        latency.events
+        latency.events,
+        show(&latency.total),
+        show(&latency.to_agent),
+        show(&latency.agent_to_hub)
     );
 
     let crash = crash(&gw, &mut agent, &mut hub, sizes)?;
@@ -683,6 +715,7 @@ fn mqtt_throughput(
     tag: &str,
 ) -> Result<MqttFigures> {
     let d0 = agent.durable()?;
+    let commits0 = agent.metric("qyt_agent_group_commits_total")?;
     let s0 = hub.map(Hub::stored).transpose()?;
     let mut devices = (0..sizes.devices)
         .map(|i| Device::connect(gw.addr, &format!("{tag}{i}"), sizes.window))
@@ -736,6 +769,7 @@ fn mqtt_throughput(
     })?;
     let agent_cpu = agent.proc()?.cpu_seconds()? - agent_cpu0;
     let broker_cpu = gw.proc.cpu_seconds()? - broker_cpu0;
+    let commits = agent.metric("qyt_agent_group_commits_total")? - commits0;
     let hub_cpu = match (hub, hub_cpu0) {
         (Some(h), Some(c0)) => Some(h.proc()?.cpu_seconds()? - c0),
         _ => None,
@@ -754,6 +788,7 @@ fn mqtt_throughput(
         agent_cpu_s_per_100k: per_100k(agent_cpu, n),
         broker_cpu_s_per_100k: per_100k(broker_cpu, n),
         hub_cpu_s_per_100k: hub_cpu.map(|c| per_100k(c, n)),
+        events_per_group_commit: round(n as f64 / commits.max(1.0), 1),
         agent_vmhwm_kib: agent.proc()?.status_kib("VmHWM")?,
     })
 }
@@ -762,22 +797,25 @@ fn print_mqtt(f: &MqttFigures) {
     match (f.stored_s, f.stored_events_per_s) {
         (Some(s), Some(r)) => println!(
             "[2] MQTT end to end, devices → gateway → agent → hub store: {} events/s stored at the hub \
-             ({} messages in {s:.2} s; durable at the agent {} /s; gateway PUBACKed {} /s; per 100k: \
-             agent {:.2} CPU-s, gateway broker {:.2} CPU-s, hub {:.2} CPU-s)",
+             ({} messages in {s:.2} s; durable at the agent {} /s, {} per group commit; gateway \
+             PUBACKed {} /s; per 100k: agent {:.2} CPU-s, gateway broker {:.2} CPU-s, hub {:.2} CPU-s)",
             thousands(r),
             f.messages,
             thousands(f.durable_events_per_s),
+            f.events_per_group_commit,
             thousands(f.publish_msgs_per_s),
             f.agent_cpu_s_per_100k,
             f.broker_cpu_s_per_100k,
             f.hub_cpu_s_per_100k.unwrap_or_default()
         ),
         _ => println!(
-            "[2] MQTT source → agent buffer, hub down: {} events/s durable ({} messages in {:.2} s; \
-             gateway PUBACKed {} /s; per 100k: agent {:.2} CPU-s, gateway broker {:.2} CPU-s)",
+            "[2] MQTT source → agent buffer, hub down: {} events/s durable ({} messages in {:.2} s, \
+             {} per group commit; gateway PUBACKed {} /s; per 100k: agent {:.2} CPU-s, gateway broker \
+             {:.2} CPU-s)",
             thousands(f.durable_events_per_s),
             f.messages,
             f.durable_s,
+            f.events_per_group_commit,
             thousands(f.publish_msgs_per_s),
             f.agent_cpu_s_per_100k,
             f.broker_cpu_s_per_100k
@@ -808,34 +846,37 @@ fn latency(gw: &Mosquitto, hub: &Hub, per_s: u64, seconds: u64) -> Result<Latenc
         "every paced message stored",
         || Ok((hub.stored()? >= s0 + n).then_some(())),
     )?;
-    let time = |e: &serde_json::Value, key: &str| -> Result<i64> {
+    let time = |e: &serde_json::Value, key: &str| -> Result<f64> {
         let text = e[key]
             .as_str()
             .with_context(|| format!("event without {key}"))?;
         Ok(chrono::DateTime::parse_from_rfc3339(text)
             .with_context(|| format!("{key} {text:?}"))?
-            .timestamp_micros())
+            .timestamp_micros() as f64
+            / 1000.0)
     };
-    let mut ms = hub
-        .events_after(after)?
-        .iter()
-        .filter(|e| e["seal_id"].as_str().is_some_and(|s| s.starts_with("lat-")))
-        .map(|e| Ok((time(e, "ingested_at")? - time(e, "observed_at")?) as f64 / 1000.0))
-        .collect::<Result<Vec<f64>>>()?;
-    if ms.is_empty() {
+    let mut stamps = Vec::new();
+    for e in hub.events_after(after)? {
+        if e["seal_id"].as_str().is_some_and(|s| s.starts_with("lat-")) {
+            stamps.push([
+                time(&e, "observed_at")?,
+                time(&e, "received_at")?,
+                time(&e, "ingested_at")?,
+            ]);
+        }
+    }
+    if stamps.is_empty() {
         bail!("no paced message found at the hub");
     }
-    ms.sort_by(f64::total_cmp);
-    // Nearest rank.
-    let pct = |p: f64| ms[((p / 100.0 * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    let span =
+        |from: usize, to: usize| Percentiles::of(stamps.iter().map(|t| t[to] - t[from]).collect());
     Ok(LatencyFigures {
         rate_per_s: per_s,
         seconds,
-        events: ms.len(),
-        p50_ms: round(pct(50.0), 1),
-        p90_ms: round(pct(90.0), 1),
-        p99_ms: round(pct(99.0), 1),
-        max_ms: round(pct(100.0), 1),
+        events: stamps.len(),
+        total: span(0, 2),
+        to_agent: span(0, 1),
+        agent_to_hub: span(1, 2),
     })
 }
 
@@ -980,6 +1021,9 @@ fn summary(f: &Figures) {
     let dash = || "—".to_string();
     let mut rows: Vec<[String; 5]> = Vec::new();
     for i in &f.ingest_in_process {
+        // The target is set for the simulate source, which submits in chunks; one event per
+        // submission is how the MQTT source submits, shown for context.
+        let chunked = i.events_per_submit > 1;
         rows.push([
             format!(
                 "1 durable ingest, in-process {} ({}x{}), ev/s",
@@ -987,8 +1031,12 @@ fn summary(f: &Figures) {
             ),
             thousands(i.events_per_s),
             dash(),
-            "≥ 100,000".into(),
-            check(i.events_per_s >= 1e5).into(),
+            if chunked { "≥ 100,000" } else { "(context)" }.into(),
+            if chunked {
+                check(i.events_per_s >= 1e5).into()
+            } else {
+                dash()
+            },
         ]);
     }
     let b = &f.backlog;
@@ -1004,7 +1052,10 @@ fn summary(f: &Figures) {
         "2 MQTT → agent buffer (hub down), ev/s durable".into(),
         thousands(m.durable_events_per_s),
         peer.map_or_else(dash, |p| {
-            format!("{} (gw PUBACK)", thousands(p.publish_msgs_per_s))
+            format!(
+                "{} (gw PUBACK, not durable)",
+                thousands(p.publish_msgs_per_s)
+            )
         }),
         dash(),
         dash(),
@@ -1109,10 +1160,10 @@ fn summary(f: &Figures) {
             "6 latency publish → hub commit at {}/s, p50 / p99 ms",
             l.rate_per_s
         ),
-        format!("{:.1} / {:.1}", l.p50_ms, l.p99_ms),
+        format!("{:.1} / {:.1}", l.total.p50_ms, l.total.p99_ms),
         dash(),
         "p99 ≤ 50".into(),
-        check(l.p99_ms <= 50.0).into(),
+        check(l.total.p99_ms <= 50.0).into(),
     ]);
     rows.push([
         "7 acknowledged messages lost after kill -9".into(),

@@ -1,16 +1,21 @@
-//! One model-based suite for every [`Buffer`] engine: random sequences of operations, restarts
-//! and damage, each compared with a plain `BTreeMap` model after every step.
+//! One model-based suite for every [`IntakeStore`] engine: random sequences of operations
+//! (appends with device message ids, evictions that append in the same commit, removal of
+//! damaged records, id queries and pruning), restarts and damage, each compared with a plain
+//! `BTreeMap` model after every step.
 
 use super::redb_store::RedbBuffer;
 use super::sled_store::SledBuffer;
-use super::{Buffer, BufferError, BufferStats, OpenReport, StoredRecord};
+use super::{
+    Append, Buffer, BufferError, BufferStats, DedupEntry, IntakeStore, OpenReport, Remove, Removed,
+    StoredRecord,
+};
 use proptest::prelude::*;
 use qyt_proto::{EventClass, Seq};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// What the suite needs from an engine beyond the trait: opening and test-only damage.
-pub(crate) trait TestEngine: Buffer + Sized {
+pub(crate) trait TestEngine: IntakeStore + Sized {
     fn open(dir: &Path) -> Result<(Self, OpenReport), BufferError>;
     fn damage(&self, seq: Seq, bad: &[u8]) -> Result<bool, BufferError>;
     fn damage_meta(&self) -> Result<(), BufferError>;
@@ -53,6 +58,8 @@ struct Model {
     records: BTreeMap<u64, Entry>,
     next_seq: u64,
     acked: u64,
+    /// Device message ids, in the engines' order (time, then key).
+    ids: BTreeSet<DedupEntry>,
 }
 
 impl Model {
@@ -61,6 +68,7 @@ impl Model {
             records: BTreeMap::new(),
             next_seq: 1,
             acked: 0,
+            ids: BTreeSet::new(),
         }
     }
 
@@ -74,7 +82,8 @@ impl Model {
         }
     }
 
-    fn append(&mut self, recs: &[StoredRecord]) -> Result<(), ()> {
+    /// Appends records and ids together, or (records out of order) neither.
+    fn append(&mut self, recs: &[StoredRecord], ids: &[DedupEntry]) -> Result<(), ()> {
         let mut expected = self.next_seq;
         for r in recs {
             if r.seq.0 < expected {
@@ -95,6 +104,7 @@ impl Model {
         if let Some(last) = recs.last() {
             self.next_seq = last.seq.0 + 1;
         }
+        self.ids.extend(ids.iter().cloned());
         Ok(())
     }
 
@@ -123,6 +133,7 @@ impl Model {
         Some(out)
     }
 
+    /// Deletes records only: ids stay until pruned.
     fn ack_through(&mut self, through: u64) -> u64 {
         if through <= self.acked {
             return 0;
@@ -134,52 +145,100 @@ impl Model {
         n
     }
 
-    fn evict(&mut self, droppable: impl Fn(EventClass) -> bool, bytes: u64) -> Vec<Seq> {
-        if bytes == 0 {
-            return Vec::new();
-        }
-        let mut freed = 0;
-        let mut out = Vec::new();
+    fn evict(&mut self, droppable: impl Fn(EventClass) -> bool, bytes: u64) -> Removed {
+        let mut out = Removed::default();
         for e in self.records.values() {
-            if freed >= bytes {
+            if out.bytes >= bytes {
                 break;
             }
             if !e.damaged && droppable(e.rec.class) {
-                freed += e.rec.encoded_len();
-                out.push(e.rec.seq);
+                out.bytes += e.rec.encoded_len();
+                out.seqs.push(e.rec.seq);
             }
         }
-        for s in &out {
+        for s in &out.seqs {
             self.records.remove(&s.0);
         }
         out
     }
 
-    /// What a restart reports: damaged records, which it removes.
-    fn restart(&mut self) -> Vec<Seq> {
-        let corrupt: Vec<u64> = self
-            .records
+    fn remove_seqs(&mut self, seqs: &[Seq]) -> Removed {
+        let mut out = Removed::default();
+        for s in seqs.iter().collect::<BTreeSet<_>>() {
+            if let Some(e) = self.records.remove(&s.0) {
+                out.seqs.push(*s);
+                out.bytes += e.stored_len;
+            }
+        }
+        out
+    }
+
+    fn damaged(&self) -> Vec<Seq> {
+        self.records
             .iter()
             .filter(|(_, e)| e.damaged)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &corrupt {
-            self.records.remove(k);
-        }
-        corrupt.into_iter().map(Seq).collect()
+            .map(|(k, _)| Seq(*k))
+            .collect()
+    }
+
+    fn recent_ids(&self, since_ms: i64) -> Vec<DedupEntry> {
+        self.ids
+            .iter()
+            .filter(|e| e.accepted_ms >= since_ms)
+            .cloned()
+            .collect()
+    }
+
+    fn prune_ids(&mut self, before_ms: i64) -> u64 {
+        let before = self.ids.len();
+        self.ids.retain(|e| e.accepted_ms >= before_ms);
+        (before - self.ids.len()) as u64
+    }
+}
+
+/// Records to append: from `skip` above `next_seq`, each `gap` (the second field) above the
+/// previous.
+type RecSpec = Vec<(u8, u64, i64, Vec<u8>)>;
+
+fn records(next_seq: u64, skip: u64, spec: &RecSpec) -> Vec<StoredRecord> {
+    let mut seq = next_seq + skip;
+    spec.iter()
+        .map(|(class, gap, received_ms, payload)| {
+            seq += gap;
+            let r = StoredRecord {
+                seq: Seq(seq),
+                class: EventClass::ALL[*class as usize % EventClass::ALL.len()],
+                received_ms: *received_ms,
+                payload: payload.clone(),
+            };
+            seq += 1;
+            r
+        })
+        .collect()
+}
+
+/// A record declaring `removed`, as the intake's gap events do.
+fn declaring(seq: u64, removed: &Removed) -> StoredRecord {
+    StoredRecord {
+        seq: Seq(seq),
+        class: EventClass::Gap,
+        received_ms: 0,
+        payload: format!("{:?}", removed.seqs).into_bytes(),
     }
 }
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Records from `skip` above next_seq, each `gap` (the second field) above the previous.
     Append {
         skip: u64,
-        recs: Vec<(u8, u64, i64, Vec<u8>)>,
+        recs: RecSpec,
+        ids: Vec<DedupEntry>,
     },
-    /// An append starting below next_seq (when any seq was used): must be refused.
+    /// An append starting below next_seq (when any seq was used), with ids: must be refused,
+    /// ids included.
     AppendStale {
         back: u64,
+        ids: Vec<DedupEntry>,
     },
     Read {
         from: u64,
@@ -189,9 +248,26 @@ enum Op {
     Ack {
         through: u64,
     },
+    /// `how` 0: `evict_oldest`; 1: a commit that evicts and appends a record declaring the
+    /// evicted seqs, with ids; 2: the same with the appended record out of order, which must
+    /// leave everything as it was (nothing evicted).
     Evict {
         mask: u8,
         bytes: u64,
+        how: u8,
+        ids: Vec<DedupEntry>,
+    },
+    /// Removes the damaged records and the `picks`-th held ones (and a seq never used) in a
+    /// commit that appends a record declaring them, as the intake does at start-up.
+    RemoveSeqs {
+        picks: Vec<usize>,
+        ids: Vec<DedupEntry>,
+    },
+    RecentIds {
+        since_ms: i64,
+    },
+    PruneIds {
+        before_ms: i64,
     },
     Restart,
     Corrupt {
@@ -201,19 +277,36 @@ enum Op {
     },
 }
 
+/// Times spread widely and clustered near 0, so that queries fall both between and on them.
+fn time() -> impl Strategy<Value = i64> {
+    prop_oneof![any::<i64>(), -4i64..4, (-4i64..4).prop_map(|t| t * 1000)]
+}
+
+fn ids() -> impl Strategy<Value = Vec<DedupEntry>> {
+    // Few distinct keys, so that the same key comes back at another time.
+    let id = (time(), 0u8..5).prop_map(|(accepted_ms, k)| DedupEntry {
+        accepted_ms,
+        key: format!("src\u{0}dev/+\u{0}{}", k),
+    });
+    prop::collection::vec(id, 0..4)
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let rec = (
-        0u8..7,
+        0u8..8,
         0u64..3,
         any::<i64>(),
         prop::collection::vec(any::<u8>(), 0..300),
     );
     prop_oneof![
-        6 => (0u64..3, prop::collection::vec(rec, 0..8)).prop_map(|(skip, recs)| Op::Append { skip, recs }),
-        1 => (1u64..5).prop_map(|back| Op::AppendStale { back }),
+        6 => (0u64..3, prop::collection::vec(rec, 0..8), ids()).prop_map(|(skip, recs, ids)| Op::Append { skip, recs, ids }),
+        1 => (1u64..5, ids()).prop_map(|(back, ids)| Op::AppendStale { back, ids }),
         4 => (0u64..1000, 0usize..12, 0usize..1500).prop_map(|(from, max_events, max_bytes)| Op::Read { from, max_events, max_bytes }),
         3 => (0u64..1000).prop_map(|through| Op::Ack { through }),
-        3 => (any::<u8>(), 0u64..2000).prop_map(|(mask, bytes)| Op::Evict { mask, bytes }),
+        3 => (any::<u8>(), 0u64..2000, 0u8..3, ids()).prop_map(|(mask, bytes, how, ids)| Op::Evict { mask, bytes, how, ids }),
+        1 => (prop::collection::vec(any::<usize>(), 0..3), ids()).prop_map(|(picks, ids)| Op::RemoveSeqs { picks, ids }),
+        2 => time().prop_map(|since_ms| Op::RecentIds { since_ms }),
+        1 => time().prop_map(|before_ms| Op::PruneIds { before_ms }),
         2 => Just(Op::Restart),
         2 => (any::<usize>(), 0u8..3, any::<usize>()).prop_map(|(pick, how, at)| Op::Corrupt { pick, how, at }),
     ]
@@ -234,6 +327,11 @@ fn check<E: TestEngine>(b: &E, m: &Model, step: usize, op: &Op) {
             .expect("read everything");
         assert_eq!(got, all, "contents after step {step} {op:?}");
     }
+    assert_eq!(
+        b.recent_ids(i64::MIN).expect("read ids"),
+        m.recent_ids(i64::MIN),
+        "ids after step {step} {op:?}"
+    );
 }
 
 fn run<E: TestEngine>(ops: &[Op]) {
@@ -243,30 +341,25 @@ fn run<E: TestEngine>(ops: &[Op]) {
     let mut m = Model::new();
     for (step, op) in ops.iter().enumerate() {
         match op {
-            Op::Append { skip, recs } => {
-                let mut seq = m.next_seq + skip;
-                let recs: Vec<StoredRecord> = recs
-                    .iter()
-                    .map(|(class, gap, received_ms, payload)| {
-                        seq += gap;
-                        let r = StoredRecord {
-                            seq: Seq(seq),
-                            class: EventClass::ALL[*class as usize],
-                            received_ms: *received_ms,
-                            payload: payload.clone(),
-                        };
-                        seq += 1;
-                        r
+            Op::Append { skip, recs, ids } => {
+                let recs = records(m.next_seq, *skip, recs);
+                // Without ids, through `Buffer::append`, which the uplink's tests use.
+                let got = if ids.is_empty() {
+                    b.append(&recs)
+                } else {
+                    b.commit(Remove::Nothing, &mut |_| Append {
+                        records: recs.clone(),
+                        ids: ids.clone(),
                     })
-                    .collect();
-                let got = b.append(&recs);
+                    .map(drop)
+                };
                 assert_eq!(
                     got.is_ok(),
-                    m.append(&recs).is_ok(),
+                    m.append(&recs, ids).is_ok(),
                     "append at step {step}: {got:?}"
                 );
             }
-            Op::AppendStale { back } => {
+            Op::AppendStale { back, ids } => {
                 if m.next_seq > *back {
                     let r = StoredRecord {
                         seq: Seq(m.next_seq - back),
@@ -274,7 +367,10 @@ fn run<E: TestEngine>(ops: &[Op]) {
                         received_ms: 0,
                         payload: b"{}".to_vec(),
                     };
-                    let got = b.append(&[r]);
+                    let got = b.commit(Remove::Nothing, &mut |_| Append {
+                        records: vec![r.clone()],
+                        ids: ids.clone(),
+                    });
                     assert!(
                         matches!(got, Err(BufferError::OutOfOrder { .. })),
                         "stale append at step {step}: {got:?}"
@@ -303,20 +399,94 @@ fn run<E: TestEngine>(ops: &[Op]) {
                 let got = b.ack_through(Seq(through)).expect("ack");
                 assert_eq!(got, m.ack_through(through), "ack at step {step} {op:?}");
             }
-            Op::Evict { mask, bytes } => {
+            Op::Evict {
+                mask,
+                bytes,
+                how,
+                ids,
+            } => {
                 let droppable = |c: EventClass| mask & (1 << c.code()) != 0;
-                let got = b.evict_oldest(&droppable, *bytes).expect("evict");
+                if *how == 0 {
+                    let got = b.evict_oldest(&droppable, *bytes).expect("evict");
+                    assert_eq!(
+                        got,
+                        m.evict(droppable, *bytes).seqs,
+                        "evict at step {step} {op:?}"
+                    );
+                    check(&b, &m, step, op);
+                    continue;
+                }
+                // Out of order when `how` is 2 and a seq below next_seq exists.
+                let stale = *how == 2 && m.next_seq > 1;
+                let at = if stale { m.next_seq - 1 } else { m.next_seq };
+                let mut after = m.clone();
+                let want = after.evict(droppable, *bytes);
+                let appended = after.append(&[declaring(at, &want)], ids);
+                assert_eq!(appended.is_ok(), !stale);
+                let mut told = None;
+                let got = b.commit(
+                    Remove::Oldest {
+                        droppable: &droppable,
+                        bytes: *bytes,
+                    },
+                    &mut |removed| {
+                        told = Some(removed.clone());
+                        Append {
+                            records: vec![declaring(at, removed)],
+                            ids: ids.clone(),
+                        }
+                    },
+                );
+                assert_eq!(told.as_ref(), Some(&want), "told at step {step} {op:?}");
+                if stale {
+                    assert!(
+                        matches!(got, Err(BufferError::OutOfOrder { .. })),
+                        "stale evict-and-append at step {step}: {got:?}"
+                    );
+                } else {
+                    assert_eq!(got.expect("evict and append"), want, "step {step} {op:?}");
+                    m = after;
+                }
+            }
+            Op::RemoveSeqs { picks, ids } => {
+                let mut seqs = m.damaged();
+                let held: Vec<u64> = m.records.keys().copied().collect();
+                if !held.is_empty() {
+                    seqs.extend(picks.iter().map(|p| Seq(held[p % held.len()])));
+                }
+                seqs.push(Seq(m.next_seq + 7));
+                let want = m.remove_seqs(&seqs);
+                let at = m.next_seq;
+                m.append(&[declaring(at, &want)], ids)
+                    .expect("a declaration at next_seq is in order");
+                let got = b
+                    .commit(Remove::Seqs(&seqs), &mut |removed| Append {
+                        records: vec![declaring(at, removed)],
+                        ids: ids.clone(),
+                    })
+                    .expect("remove seqs");
+                assert_eq!(got, want, "remove at step {step} {op:?}");
+            }
+            Op::RecentIds { since_ms } => {
                 assert_eq!(
-                    got,
-                    m.evict(droppable, *bytes),
-                    "evict at step {step} {op:?}"
+                    b.recent_ids(*since_ms).expect("recent ids"),
+                    m.recent_ids(*since_ms),
+                    "recent ids at step {step} {op:?}"
+                );
+            }
+            Op::PruneIds { before_ms } => {
+                assert_eq!(
+                    b.prune_ids(*before_ms).expect("prune ids"),
+                    m.prune_ids(*before_ms),
+                    "prune at step {step} {op:?}"
                 );
             }
             Op::Restart => {
                 drop(b);
                 let (nb, report) = E::open(dir.path()).expect("reopen");
                 b = nb;
-                assert_eq!(report.corrupt, m.restart(), "corrupt report at step {step}");
+                // Damaged records are reported and still held, until a commit removes them.
+                assert_eq!(report.corrupt, m.damaged(), "corrupt report at step {step}");
             }
             Op::Corrupt { pick, how, at } => {
                 if m.records.is_empty() {
@@ -345,10 +515,10 @@ fn run<E: TestEngine>(ops: &[Op]) {
         }
         check(&b, &m, step, op);
     }
-    // Whatever happened, a final restart keeps every intact record.
+    // Whatever happened, a final restart keeps every record and id.
     drop(b);
     let (b, report) = E::open(dir.path()).expect("final reopen");
-    assert_eq!(report.corrupt, m.restart(), "corrupt report at the end");
+    assert_eq!(report.corrupt, m.damaged(), "corrupt report at the end");
     check(&b, &m, ops.len(), &Op::Restart);
 }
 

@@ -3,7 +3,7 @@
 //! Sources call [`Intake::submit`]; one OS thread (the writer) takes what is queued, assigns
 //! sequence numbers (it is the only appender, so the buffer's `next_seq` is its counter), builds
 //! and encodes each [`qyt_proto::Event`], holds the buffer to its size bound and commits the
-//! whole group in one [`Buffer::append`] before answering every submitter. One fsync then
+//! whole group in one [`IntakeStore::commit`] before answering every submitter. One fsync then
 //! covers many events, which is what makes ≥100k durable events/s possible on a small gateway.
 //!
 //! Grouping needs no timer under load: what arrives during one commit forms the next group.
@@ -13,7 +13,7 @@
 //!
 //! # Size bound
 //!
-//! `max_bytes` bounds the buffer's files on disk, measured with [`Buffer::disk_bytes`] (a stat)
+//! `max_bytes` bounds the buffer's files on disk, measured with [`super::Buffer::disk_bytes`] (a stat)
 //! at every commit. Neither engine's file size follows its live data closely: both keep the
 //! space freed by acks and evictions inside their files and reuse it before growing (redb until
 //! `compact`, which only gives back space in large steps; sled always), and both take about
@@ -29,8 +29,8 @@
 //!   drops by an eighth; when a compaction brings them back under, the cap is dropped.
 //!
 //! When a group does not fit, the writer evicts droppable events (classes not in `never_drop`,
-//! never a gap) oldest first until live bytes are an eighth below the cap, then compacts so the
-//! file really shrinks. That eighth is the hysteresis: the next eviction and compaction come
+//! never a gap) oldest first until live bytes are an eighth below the cap, then (once that is
+//! committed) compacts so the file really shrinks. That eighth is the hysteresis: the next eviction and compaction come
 //! after another eighth of the cap has been written. The eviction, the gap event (reason
 //! `buffer_full`) that declares exactly the evicted seqs, and the group are one commit
 //! ([`IntakeStore::commit`]): a crash keeps all three or none, so the hub is never left waiting
@@ -799,6 +799,7 @@ mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
     use std::sync::Mutex;
+    use tempfile::TempDir;
 
     fn site() -> SiteId {
         SiteId::new("test-site").expect("valid site id")
@@ -842,7 +843,7 @@ mod tests {
     }
 
     fn start(
-        b: Arc<dyn Buffer>,
+        b: Arc<dyn IntakeStore>,
         cfg: IntakeConfig,
         m: &Arc<Metrics>,
         report: OpenReport,
@@ -850,14 +851,57 @@ mod tests {
         Intake::start(b, site(), cfg, m.clone(), report).expect("intake starts")
     }
 
-    /// A buffer whose first commit waits until the test opens the gate, so that the test knows
-    /// what is queued behind it.
-    struct Gated {
-        inner: RedbBuffer,
-        gate: Mutex<Option<mpsc::Receiver<()>>>,
+    /// A real buffer with hooks around its commits.
+    struct Hooked {
+        inner: Arc<dyn IntakeStore>,
+        before: Box<dyn Fn() + Send + Sync>,
+        after: Box<dyn Fn(&Removed) + Send + Sync>,
     }
 
-    impl Buffer for Gated {
+    impl Hooked {
+        /// The first commit waits until the test sends on the returned channel, so that the
+        /// test knows what is queued behind it.
+        fn gated(inner: Arc<dyn IntakeStore>) -> (Hooked, mpsc::Sender<()>) {
+            let (open_gate, gate) = mpsc::channel::<()>();
+            let gate = Mutex::new(Some(gate));
+            let before = move || {
+                let gate = gate.lock().expect("gate lock").take();
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
+            };
+            let hooked = Hooked {
+                inner,
+                before: Box::new(before),
+                after: Box::new(|_| {}),
+            };
+            (hooked, open_gate)
+        }
+
+        /// Right after every commit that removed records, copies the buffer's files in `dir`:
+        /// what kill -9 or a power cut at that moment would leave. The copies are returned in
+        /// commit order.
+        fn crash_images(
+            inner: Arc<dyn IntakeStore>,
+            dir: &Path,
+        ) -> (Hooked, Arc<Mutex<Vec<TempDir>>>) {
+            let images = Arc::new(Mutex::new(Vec::new()));
+            let (dir, taken) = (dir.to_path_buf(), images.clone());
+            let after = move |removed: &Removed| {
+                if !removed.seqs.is_empty() {
+                    taken.lock().expect("images lock").push(crash_image(&dir));
+                }
+            };
+            let hooked = Hooked {
+                inner,
+                before: Box::new(|| {}),
+                after: Box::new(after),
+            };
+            (hooked, images)
+        }
+    }
+
+    impl Buffer for Hooked {
         fn next_seq(&self) -> Seq {
             self.inner.next_seq()
         }
@@ -896,17 +940,16 @@ mod tests {
         }
     }
 
-    impl IntakeStore for Gated {
+    impl IntakeStore for Hooked {
         fn commit(
             &self,
             remove: Remove<'_>,
             append: &mut dyn FnMut(&Removed) -> Append,
         ) -> Result<Removed, BufferError> {
-            let gate = self.gate.lock().expect("gate lock").take();
-            if let Some(gate) = gate {
-                let _ = gate.recv();
-            }
-            self.inner.commit(remove, append)
+            (self.before)();
+            let removed = self.inner.commit(remove, append)?;
+            (self.after)(&removed);
+            Ok(removed)
         }
         fn recent_ids(&self, since_ms: i64) -> Result<Vec<DedupEntry>, BufferError> {
             self.inner.recent_ids(since_ms)
@@ -916,15 +959,55 @@ mod tests {
         }
     }
 
+    /// A copy of the files under `dir`, taken while the buffer is open: the state a crash now
+    /// would leave (every commit is durable when it returns, nothing is written between).
+    fn crash_image(dir: &Path) -> TempDir {
+        fn copy(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).expect("create image directory");
+            for entry in std::fs::read_dir(from).expect("list buffer directory") {
+                let entry = entry.expect("buffer directory entry");
+                let target = to.join(entry.file_name());
+                if entry.file_type().expect("file type").is_dir() {
+                    copy(&entry.path(), &target);
+                } else {
+                    std::fs::copy(entry.path(), &target).expect("copy buffer file");
+                }
+            }
+        }
+        let image = tempfile::tempdir().expect("tempdir");
+        copy(dir, image.path());
+        image
+    }
+
+    /// What the hub needs from any state a crash can leave: every seq below `next_seq` is
+    /// acked, held, or declared missing by a gap event that is held.
+    fn assert_every_seq_accounted_for(b: &dyn Buffer, context: &str) {
+        let mut accounted: BTreeSet<u64> = (1..=b.acked().0).collect();
+        for (r, e) in all_events(b) {
+            accounted.insert(r.seq.0);
+            if let Body::Gap(g) = &e.body {
+                for [from, to] in &g.ranges {
+                    accounted.extend(from.0..=to.0);
+                }
+            }
+        }
+        let lost: Vec<u64> = (1..b.next_seq().0)
+            .filter(|s| !accounted.contains(s))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{context}: {} seqs neither held nor declared (the hub would wait for them forever), e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        );
+    }
+
     #[tokio::test]
     async fn concurrent_submits_are_group_committed_with_unique_ascending_seqs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (inner, report) = RedbBuffer::open(dir.path()).expect("open");
-        let (open_gate, gate) = mpsc::channel();
-        let buf = Arc::new(Gated {
-            inner,
-            gate: Mutex::new(Some(gate)),
-        });
+        let (buf, open_gate) = Hooked::gated(Arc::new(inner));
+        let buf = Arc::new(buf);
         let m = Metrics::new();
         let cfg = IntakeConfig {
             commit_delay_ms: 0,
@@ -1036,7 +1119,8 @@ mod tests {
             max_bytes: MIN_MAX_BYTES,
             ..IntakeConfig::default()
         };
-        let (intake, join) = start(buf.clone(), cfg, &m, report);
+        let (hooked, images) = Hooked::crash_images(buf.clone(), dir.path());
+        let (intake, join) = start(Arc::new(hooked), cfg, &m, report);
 
         let mut seals = BTreeSet::new();
         let mut raws = BTreeSet::new();
@@ -1153,6 +1237,15 @@ mod tests {
         tokio::task::spawn_blocking(move || join.join())
             .await
             .expect("writer joined");
+
+        // A crash right after any eviction leaves its gap on disk too.
+        let images = std::mem::take(&mut *images.lock().expect("images lock"));
+        assert!(!images.is_empty(), "the buffer was never evicted from");
+        for (i, image) in images.iter().enumerate() {
+            let (b, report) = crate::buffer::open(engine, image.path()).expect("open crash image");
+            assert!(report.corrupt.is_empty(), "image {i}: {report:?}");
+            assert_every_seq_accounted_for(b.as_ref(), &format!("crash after eviction {i}"));
+        }
     }
 
     #[tokio::test]
@@ -1162,6 +1255,13 @@ mod tests {
         {
             let (b, _) = RedbBuffer::open(dir.path()).expect("open");
             assert!(b.damage(Seq(3), b"not a record").expect("damage"));
+        }
+        {
+            // Opened, then a crash before the intake's first commit: nothing was removed, so
+            // the next open finds the damage again and it still gets declared.
+            let (b, report) = crate::buffer::open(Engine::Redb, dir.path()).expect("reopen");
+            assert_eq!(report.corrupt, vec![Seq(3)]);
+            assert_eq!(b.stats().events, 5, "the damaged record is still held");
         }
         let (buf, report) = crate::buffer::open(Engine::Redb, dir.path()).expect("reopen");
         assert_eq!(report.corrupt, vec![Seq(3)]);
@@ -1186,6 +1286,125 @@ mod tests {
         tokio::task::spawn_blocking(move || join.join())
             .await
             .expect("writer joined");
+        drop(buf);
+        let (buf, report) = crate::buffer::open(Engine::Redb, dir.path()).expect("reopen");
+        assert!(report.corrupt.is_empty(), "declared once: {report:?}");
+        assert_every_seq_accounted_for(buf.as_ref(), "after the declaration");
+    }
+
+    fn keyed(i: usize, received_at: DateTime<Utc>, key: Option<&str>) -> PendingEvent {
+        PendingEvent {
+            received_at,
+            dedup_key: key.map(String::from),
+            ..raw(i, 5)
+        }
+    }
+
+    async fn stop(intake: Intake, join: IntakeJoin) {
+        drop(intake);
+        tokio::task::spawn_blocking(move || join.join())
+            .await
+            .expect("writer joined");
+    }
+
+    #[tokio::test]
+    async fn redb_dedup_keys_are_committed_with_their_events_and_survive_a_crash() {
+        dedup_keys_survive_a_crash(Engine::Redb).await;
+    }
+
+    #[tokio::test]
+    async fn sled_dedup_keys_are_committed_with_their_events_and_survive_a_crash() {
+        dedup_keys_survive_a_crash(Engine::Sled).await;
+    }
+
+    async fn dedup_keys_survive_a_crash(engine: Engine) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (buf, report) = crate::buffer::open(engine, dir.path()).expect("open");
+        let m = Metrics::new();
+        let (intake, join) = start(buf, IntakeConfig::default(), &m, report);
+        let now = Utc::now();
+        let ms = now.timestamp_millis();
+        let seqs = intake
+            .submit(vec![
+                keyed(1, now, Some("gw\0locks/+\0lock1-1635")),
+                keyed(2, now, None),
+                keyed(3, now, Some("gw\0locks/+\0lock1-1636")),
+            ])
+            .await
+            .expect("accepted");
+
+        // Killed right after the commit, before the source could PUBACK.
+        let image = crash_image(dir.path());
+        let (after, report) = crate::buffer::open(engine, image.path()).expect("open crash image");
+        assert!(report.corrupt.is_empty());
+        let held: Vec<Seq> = all_events(after.as_ref())
+            .iter()
+            .map(|(r, _)| r.seq)
+            .collect();
+        assert_eq!(held, seqs);
+        let m2 = Metrics::new();
+        let (restarted, join2) = start(after.clone(), IntakeConfig::default(), &m2, report);
+        let want = vec![
+            DedupEntry {
+                accepted_ms: ms,
+                key: "gw\0locks/+\0lock1-1635".into(),
+            },
+            DedupEntry {
+                accepted_ms: ms,
+                key: "gw\0locks/+\0lock1-1636".into(),
+            },
+        ];
+        let window_start = ms - 60_000;
+        assert_eq!(
+            restarted
+                .recent_dedup_keys(window_start)
+                .await
+                .expect("keys"),
+            want
+        );
+        // The hub acking the events does not forget their keys: a redelivery may come later.
+        assert_eq!(after.ack_through(seqs[2]).expect("ack"), 3);
+        assert_eq!(
+            restarted
+                .recent_dedup_keys(window_start)
+                .await
+                .expect("keys"),
+            want
+        );
+        assert_eq!(
+            restarted.recent_dedup_keys(ms + 1).await.expect("keys"),
+            vec![],
+            "nothing was accepted after them"
+        );
+        stop(restarted, join2).await;
+        stop(intake, join).await;
+    }
+
+    #[tokio::test]
+    async fn dedup_keys_are_forgotten_by_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (buf, report) = crate::buffer::open(Engine::Redb, dir.path()).expect("open");
+        let m = Metrics::new();
+        let cfg = IntakeConfig {
+            dedup_retain_ms: 60_000,
+            ..IntakeConfig::default()
+        };
+        let (intake, join) = start(buf.clone(), cfg, &m, report);
+        let now = Utc::now();
+        let old = now - chrono::Duration::minutes(2);
+        intake
+            .submit(vec![keyed(1, old, Some("old")), keyed(2, now, Some("new"))])
+            .await
+            .expect("accepted");
+        // The writer prunes after its first commit; joining it waits for that.
+        stop(intake, join).await;
+        assert_eq!(
+            buf.recent_ids(i64::MIN).expect("ids"),
+            vec![DedupEntry {
+                accepted_ms: now.timestamp_millis(),
+                key: "new".into(),
+            }]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

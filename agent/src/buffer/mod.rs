@@ -152,7 +152,8 @@ pub trait IntakeStore: Buffer {
     /// appends what `append` returns when told what was deleted — so that a gap event declaring
     /// evicted or damaged records is never separated from their deletion, nor a device message
     /// id from its event. Returns what was deleted. Does nothing (no commit) when there is
-    /// nothing to delete or append.
+    /// nothing to delete or append. `append` runs inside the commit, holding the buffer's
+    /// writer lock: it must not call the buffer.
     fn commit(
         &self,
         remove: Remove<'_>,

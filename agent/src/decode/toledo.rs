@@ -180,7 +180,7 @@ impl ToledoDecoder {
         let pos = self.frame.len();
         let fits = match pos {
             // Status words A and C always have bit 5 set: a control character there means the
-            // bytes are not aligned on a frame (B has no such bit in every manual).
+            // bytes are not aligned on a frame. B's bit 5 differs between manuals: any byte.
             1 | 3 => b & 0x20 != 0,
             2 => true,
             4..=9 => is_digit(b),

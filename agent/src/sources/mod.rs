@@ -2,12 +2,14 @@
 //! [`PendingEvent`]s (through a pure decoder or mapping) and submits them to the [`Intake`];
 //! it acknowledges its device only after `submit` returns, i.e. once the events are durable.
 //!
-//! A new kind of source (serial line, TCP server) needs only a config type and a `run`
-//! function with the same shape as [`mqtt::run`]: it never touches the buffer or the uplink.
+//! Each kind of source (MQTT, serial line, JT/T 808 TCP server, simulator) is a config type and
+//! a `run` function of the same shape: none of them touches the buffer or the uplink.
 
 pub mod dedup;
+pub mod jt808_tcp;
 pub mod mapping;
 pub mod mqtt;
+pub mod serial;
 pub mod simulate;
 
 use crate::buffer::intake::Intake;
@@ -54,6 +56,8 @@ pub async fn run(cfg: SourceConfig, ctx: SourceContext) -> Result<(), SourceErro
     match cfg {
         SourceConfig::Mqtt(c) => mqtt::run(c, ctx).await,
         SourceConfig::Simulate(c) => simulate::run(c, ctx).await,
+        SourceConfig::Serial(c) => serial::run(c, ctx).await,
+        SourceConfig::Jt808Tcp(c) => jt808_tcp::run(c, ctx).await,
     }
 }
 

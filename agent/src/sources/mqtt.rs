@@ -318,7 +318,10 @@ fn decode(
     };
     match mapping::map(&p.topic, &p.payload, m) {
         Ok(mapped) => {
-            let key = (mapped.message_id.as_deref()).map(|id| dedup_key(&ctx.name, &m.filter, id));
+            let key = mapped
+                .message_id
+                .as_deref()
+                .map(|id| dedup_key(&ctx.name, &m.filter, id));
             if let (Some(id), Some(key)) = (&mapped.message_id, &key) {
                 if dedup.contains(key, now.timestamp_millis()) {
                     ctx.metrics

@@ -4,7 +4,9 @@
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::DateTime;
+use qyt_hub::clock::{Clock, SystemClock};
 use qyt_hub::config::{ApiToken, BrokerUrl, SiteConfig};
+use qyt_hub::supervision::service::Supervision;
 use qyt_hub::{Config, Hub, HubError};
 use qyt_proto::{
     decode_ack, encode, Ack, AgentStatus, Batch, Body, DropReason, Event, GapBody, Presence,
@@ -16,12 +18,17 @@ use rumqttc::{
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub const TOKEN: &str = "test-operator-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// Tokens of two enterprises, `acme` and `globex`.
+pub const ACME_TOKEN: &str = "test-acme-token";
+pub const GLOBEX_TOKEN: &str = "test-globex-token";
 pub const SITES: [&str; 3] = ["gate-a", "gate-b", "gate-c"];
 /// How long any awaited condition may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -46,15 +53,25 @@ pub fn config(dir: &Path) -> Config {
     c.broker.listen = "127.0.0.1:0".parse().unwrap();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.store.path = dir.join("hub.db");
-    c.api.tokens = vec![ApiToken {
-        name: "tests".into(),
-        sha256: hex::encode(qyt_hub::secret::token_digest(TOKEN)),
-    }];
+    c.api.tokens = [
+        ("tests", TOKEN, "operator"),
+        ("admin", ADMIN_TOKEN, "admin"),
+        ("acme", ACME_TOKEN, "enterprise:acme"),
+        ("globex", GLOBEX_TOKEN, "enterprise:globex"),
+    ]
+    .into_iter()
+    .map(|(name, token, role)| ApiToken {
+        name: name.into(),
+        sha256: hex::encode(qyt_hub::secret::token_digest(token)),
+        role: Some(role.parse().unwrap()),
+    })
+    .collect();
     c.sites = SITES
         .iter()
         .map(|s| SiteConfig {
             id: SiteId::new(*s).unwrap(),
             mqtt_password_hash: Some(cheap_hash(&password(s))),
+            area: None,
         })
         .collect();
     c
@@ -65,17 +82,26 @@ pub struct TestHub {
     /// The embedded broker, or the external one the hub uses.
     pub broker: SocketAddr,
     pub http: SocketAddr,
+    pub supervision: Supervision,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), HubError>>,
 }
 
 impl TestHub {
     pub async fn start(config: Config) -> TestHub {
+        TestHub::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// A hub whose supervision runs on `clock` (a `ManualClock` the test moves).
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> TestHub {
         let external = config.broker.url.as_deref().map(|url| {
             let url = BrokerUrl::parse(url).unwrap();
             SocketAddr::new(url.host.parse().unwrap(), url.port)
         });
-        let hub = Hub::start(config).await.expect("hub starts");
+        let hub = Hub::start_with_clock(config, clock)
+            .await
+            .expect("hub starts");
+        let supervision = hub.supervision();
         let broker = external.or(hub.broker_addr()).unwrap();
         let http = hub.http_addr();
         within("the hub to subscribe", hub.ready()).await;
@@ -86,6 +112,7 @@ impl TestHub {
         TestHub {
             broker,
             http,
+            supervision,
             stop,
             task,
         }
@@ -101,6 +128,17 @@ impl TestHub {
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         http_get(self.http, path, Some(TOKEN)).await
+    }
+
+    /// A request as `token`'s holder.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        http(self.http, method, path, Some(token), body.as_ref()).await
     }
 
     pub async fn site(&self, site: &str) -> serde_json::Value {
@@ -373,11 +411,46 @@ pub async fn http_get(
 
 /// A bare HTTP/1.1 GET, enough for an API that answers with Content-Length.
 pub async fn http_get_text(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    http_text(addr, "GET", path, token, None).await
+}
+
+/// Any request with an optional JSON body; the answer parsed as JSON.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let (status, text) = http_text(addr, method, path, token, body).await;
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+    (status, json)
+}
+
+pub async fn http_text(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n{auth}\r\n");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n{auth}{content}\r\n{body}"
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = String::new();
     within("the HTTP response", stream.read_to_string(&mut raw))

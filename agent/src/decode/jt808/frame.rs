@@ -90,7 +90,10 @@ impl Phone {
         let mut b = [0u8; 10];
         let len = bcd.len().min(10);
         b[..len].copy_from_slice(&bcd[..len]);
-        Phone { bcd: b, len: len as u8 }
+        Phone {
+            bcd: b,
+            len: len as u8,
+        }
     }
 
     /// A phone number from its decimal digits, left-padded with zeros to the header's width
@@ -111,6 +114,19 @@ impl Phone {
 
     pub fn bcd(&self) -> &[u8] {
         &self.bcd[..self.len as usize]
+    }
+
+    /// The number at the width a header of `version` has: a 2013 number in a 2019 header gets
+    /// leading zeros; a 2019 number in a 2013 header keeps its last 12 digits.
+    fn bcd_for(&self, version: Version) -> Vec<u8> {
+        let width: usize = match version {
+            Version::V2013 => 6,
+            Version::V2019(_) => 10,
+        };
+        let bcd = self.bcd();
+        let mut out = vec![0u8; width.saturating_sub(bcd.len())];
+        out.extend_from_slice(&bcd[bcd.len().saturating_sub(width)..]);
+        out
     }
 
     /// The number without its leading zeros: the same terminal's 2013 (12-digit) and 2019
@@ -250,7 +266,7 @@ pub(super) fn write_frame(header: &Header, body: &[u8]) -> Vec<u8> {
     } else {
         content.extend_from_slice(&attrs.to_be_bytes());
     }
-    content.extend_from_slice(header.phone.bcd());
+    content.extend_from_slice(&header.phone.bcd_for(header.version));
     content.extend_from_slice(&header.serial.to_be_bytes());
     if let Some(p) = header.package {
         content.extend_from_slice(&p.total.to_be_bytes());
@@ -342,7 +358,9 @@ impl Framer {
             match (self.state, b) {
                 (State::Start, FLAG) => {
                     if self.garbage > 0 {
-                        out.push(Err(FrameError::Garbage { len: self.garbage }.rejected(&self.buf)));
+                        out.push(Err(
+                            FrameError::Garbage { len: self.garbage }.rejected(&self.buf)
+                        ));
                         self.buf.clear();
                         self.garbage = 0;
                     }
@@ -362,7 +380,9 @@ impl Framer {
                 }
                 (State::Inside, _) => {
                     if self.buf.len() >= self.max {
-                        out.push(Err(FrameError::TooLong { max: self.max }.rejected(&self.buf)));
+                        out.push(Err(
+                            FrameError::TooLong { max: self.max }.rejected(&self.buf)
+                        ));
                         self.buf = Vec::new();
                         self.state = State::Discarding;
                     } else {
@@ -403,7 +423,10 @@ mod tests {
         let mut out = Vec::new();
         escape_into(&[0x30, 0x7E, 0x08, 0x7D, 0x55], &mut out);
         assert_eq!(out, [0x30, 0x7D, 0x02, 0x08, 0x7D, 0x01, 0x55]);
-        assert_eq!(unescape(&out).expect("valid"), [0x30, 0x7E, 0x08, 0x7D, 0x55]);
+        assert_eq!(
+            unescape(&out).expect("valid"),
+            [0x30, 0x7E, 0x08, 0x7D, 0x55]
+        );
         assert_eq!(unescape(&[0x7D, 0x03]), Err(FrameError::BadEscape(0x03)));
         assert_eq!(unescape(&[0x01, 0x7D]), Err(FrameError::TruncatedEscape));
     }
@@ -444,8 +467,8 @@ mod tests {
         assert_eq!(
             &wire[..18],
             [
-                0x7E, 0x01, 0x02, 0x40, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x35, 0x11,
-                0x22, 0x11, 0x22, 0x00, 0x07
+                0x7E, 0x01, 0x02, 0x40, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x35, 0x11, 0x22,
+                0x11, 0x22, 0x00, 0x07
             ]
         );
         let f = Frame::decode(&wire[1..wire.len() - 1]).expect("valid");
@@ -453,6 +476,21 @@ mod tests {
         assert_eq!(f.header.phone.to_string(), "00000000013511221122");
         assert_eq!(f.header.phone.normalized(), "13511221122");
         assert_eq!(f.body, b"code");
+    }
+
+    #[test]
+    fn the_phone_is_written_at_the_width_of_the_header() {
+        let p13 = Phone::from_digits("13511221122", Version::V2013).expect("digits");
+        let mut h = header(Version::V2019(1));
+        h.phone = p13;
+        let wire = write_frame(&h, &[]);
+        let f = Frame::decode(&wire[1..wire.len() - 1]).expect("valid");
+        assert_eq!(f.header.phone.to_string(), "00000000013511221122");
+        let mut h = header(Version::V2013);
+        h.phone = f.header.phone;
+        let wire = write_frame(&h, &[]);
+        let f = Frame::decode(&wire[1..wire.len() - 1]).expect("valid");
+        assert_eq!(f.header.phone, p13);
     }
 
     #[test]
@@ -496,9 +534,14 @@ mod tests {
         let mut framer = Framer::new(100);
         let cuts = framer.push(&stream);
         assert_eq!(cuts.len(), 2);
-        assert_eq!(cuts[0].as_ref().expect_err("too long").reason, "frame_too_long");
         assert_eq!(
-            Frame::decode(cuts[1].as_ref().expect("frame")).expect("valid").body,
+            cuts[0].as_ref().expect_err("too long").reason,
+            "frame_too_long"
+        );
+        assert_eq!(
+            Frame::decode(cuts[1].as_ref().expect("frame"))
+                .expect("valid")
+                .body,
             [1, 2, 3]
         );
     }

@@ -383,8 +383,16 @@ impl Location {
         Ok(Location {
             alarm,
             status,
-            lat: if status & status::SOUTH != 0 { -lat } else { lat },
-            lon: if status & status::WEST != 0 { -lon } else { lon },
+            lat: if status & status::SOUTH != 0 {
+                -lat
+            } else {
+                lat
+            },
+            lon: if status & status::WEST != 0 {
+                -lon
+            } else {
+                lon
+            },
             altitude_m,
             speed_kmh,
             course,
@@ -528,7 +536,11 @@ mod tests {
         // Crossing midnight backwards.
         let t = beijing_bcd_to_utc(&[0x24, 0x01, 0x01, 0x03, 0x00, 0x00]).expect("valid");
         assert_eq!(t.to_rfc3339(), "2023-12-31T19:00:00+00:00");
-        assert_eq!(beijing_bcd_to_utc(&[0; 6]), None, "no date before a first fix");
+        assert_eq!(
+            beijing_bcd_to_utc(&[0; 6]),
+            None,
+            "no date before a first fix"
+        );
         assert_eq!(beijing_bcd_to_utc(&[0x22, 0x13, 0x01, 0, 0, 0]), None);
         assert_eq!(beijing_bcd_to_utc(&[0x2A, 0x01, 0x01, 0, 0, 0]), None);
     }
@@ -561,7 +573,10 @@ mod tests {
         };
         let l = Location::parse(&f.encode()).expect("valid");
         assert_eq!((l.lat, l.lon), (-33.856784, -151.215297));
-        assert_eq!(l.status & (status::SOUTH | status::WEST), status::SOUTH | status::WEST);
+        assert_eq!(
+            l.status & (status::SOUTH | status::WEST),
+            status::SOUTH | status::WEST
+        );
         assert_eq!((l.altitude_m, l.speed_kmh, l.course), (-5, 61.3, 271));
         assert_eq!(l.time, Some(f.time));
         assert_eq!(l.items.satellites, Some(9));

@@ -284,9 +284,10 @@ mod tests {
     #[test]
     fn a_registration_reply_carries_the_code_and_round_trips() {
         let h = header();
-        let code = AuthCode::derive(b"secret", &h.phone);
+        let phone = Phone::from_digits("13511221122", Version::V2019(1)).expect("digits");
+        let code = AuthCode::derive(b"secret", &phone);
         let r = Reply {
-            phone: h.phone,
+            phone,
             version: Version::V2019(1),
             body: ReplyBody::Registration {
                 reply_serial: 5,
@@ -300,8 +301,14 @@ mod tests {
         assert_eq!(&f.body[..3], [0, 5, 0]);
         assert_eq!(&f.body[3..], code.as_str().as_bytes());
         assert_eq!(Reply::parse(&f), Some(r.clone()));
-        assert_eq!(r.refused(), None, "a registration reply is withheld on refusal");
-        let failed = Reply::general(&h, GeneralResult::Ok).refused().expect("general");
+        assert_eq!(
+            r.refused(),
+            None,
+            "a registration reply is withheld on refusal"
+        );
+        let failed = Reply::general(&h, GeneralResult::Ok)
+            .refused()
+            .expect("general");
         assert!(matches!(
             failed.body,
             ReplyBody::General {
@@ -318,8 +325,16 @@ mod tests {
         let q = Phone::from_digits("13511221123", Version::V2013).expect("digits");
         let a = AuthCode::derive(b"secret-one", &p);
         assert_eq!(a.as_str().len(), 16);
-        assert_eq!(a, AuthCode::derive(b"secret-one", &p), "same after a restart");
-        assert_eq!(a, AuthCode::derive(b"secret-one", &p19), "2013 and 2019 agree");
+        assert_eq!(
+            a,
+            AuthCode::derive(b"secret-one", &p),
+            "same after a restart"
+        );
+        assert_eq!(
+            a,
+            AuthCode::derive(b"secret-one", &p19),
+            "2013 and 2019 agree"
+        );
         assert_ne!(a, AuthCode::derive(b"secret-two", &p));
         assert_ne!(a, AuthCode::derive(b"secret-one", &q));
         assert!(a.matches(a.as_str()));
