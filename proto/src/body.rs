@@ -105,7 +105,7 @@ pub struct SealReading {
     pub seal_id: SealId,
     pub state: SealState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub battery_pct: Option<f32>,
+    pub battery_pct: Option<f64>,
     /// The reader or e-lock that reported the seal, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
@@ -141,7 +141,7 @@ pub struct PositionReading {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub satellites: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hdop: Option<f32>,
+    pub hdop: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,7 +159,7 @@ pub struct GatePassage {
     pub plate: Option<String>,
     /// Recognition confidence, 0.0 to 1.0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confidence: Option<f32>,
+    pub confidence: Option<f64>,
     /// Where the camera stored the image of this passage (URL or path on the camera's server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_ref: Option<String>,
@@ -181,7 +181,7 @@ pub struct StatusReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub battery_pct: Option<f32>,
+    pub battery_pct: Option<f64>,
     /// Whether the device's GNSS receiver has a valid fix: a receiver without one reports this
     /// status instead of a position.
     #[serde(default, skip_serializing_if = "Option::is_none")]

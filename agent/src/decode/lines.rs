@@ -317,7 +317,7 @@ T = "tampered"
         )
     }
 
-    fn seals(out: &Output) -> Vec<(String, SealState, Option<f32>, Option<String>)> {
+    fn seals(out: &Output) -> Vec<(String, SealState, Option<f64>, Option<String>)> {
         out.events
             .iter()
             .map(|e| match &e.body {

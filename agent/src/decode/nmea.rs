@@ -423,7 +423,7 @@ struct Solution {
     fix: Fix,
     altitude_m: Option<f64>,
     satellites: Option<u8>,
-    hdop: Option<f32>,
+    hdop: Option<f64>,
 }
 
 /// A position from RMC or GLL.
@@ -915,7 +915,7 @@ fn solution(
     quality: Option<Quality>,
     altitude_m: Option<f64>,
     satellites: Option<u8>,
-    hdop: Option<f32>,
+    hdop: Option<f64>,
 ) -> Option<Solution> {
     let (lat, lon) = position?;
     let few_satellites = satellites.is_some_and(|n| n < 3);
@@ -1031,8 +1031,8 @@ fn decimal(v: &str, signed: bool) -> Value<f64> {
 }
 
 /// HDOP; 99 and above is how receivers say "unknown".
-fn hdop(v: &str) -> Value<f32> {
-    Ok(decimal(v, false)?.filter(|&h| h < 99.0).map(|h| h as f32))
+fn hdop(v: &str) -> Value<f64> {
+    Ok(decimal(v, false)?.filter(|&h| h < 99.0))
 }
 
 fn unsigned<T: std::str::FromStr>(v: &str, max_digits: usize) -> Value<T> {

@@ -203,7 +203,7 @@ impl Checkpoint {
                 } else {
                     SealState::Sealed
                 },
-                battery_pct: Some(self.rng.random_range(40.0..100.0f32).round()),
+                battery_pct: Some(self.rng.random_range(40.0..100.0f64).round()),
                 device_id: Some(format!("RDR-{lane}")),
             })
         } else {

@@ -116,7 +116,7 @@ pub(super) fn location_events(
         Body::DeviceStatus(StatusReport {
             device_id: device_id.clone(),
             online: None,
-            battery_pct: loc.items.battery_pct.map(f32::from),
+            battery_pct: loc.items.battery_pct.map(f64::from),
             gnss_fix: Some(fixed),
             detail: status_detail(loc, history),
         }),
@@ -154,7 +154,7 @@ pub(super) fn location_events(
     }
 
     let tampered = rope_cut || cover_open;
-    let mut seals: Vec<(String, SealState, Option<f32>)> = Vec::new();
+    let mut seals: Vec<(String, SealState, Option<f64>)> = Vec::new();
     if !loc.items.locks.is_empty() {
         for lock in &loc.items.locks {
             let state = match (tampered, lock.unlocked) {
@@ -162,7 +162,7 @@ pub(super) fn location_events(
                 (false, true) => SealState::Opened,
                 (false, false) => SealState::Sealed,
             };
-            let battery = (lock.battery <= 100).then_some(f32::from(lock.battery));
+            let battery = (lock.battery <= 100).then_some(f64::from(lock.battery));
             seals.push((lock.id.clone(), state, battery));
         }
     } else if device.is_some() || seal_from_door_bit {
@@ -174,7 +174,7 @@ pub(super) fn location_events(
         seals.push((
             device_id.clone(),
             state,
-            loc.items.battery_pct.map(f32::from),
+            loc.items.battery_pct.map(f64::from),
         ));
     }
     for (id, state, battery_pct) in seals {
