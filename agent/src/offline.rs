@@ -157,7 +157,7 @@ fn rejection_line(r: &Rejected) -> String {
 }
 
 fn unhex(token: &str) -> Option<Vec<u8>> {
-    if token.is_empty() || token.len() % 2 != 0 {
+    if token.is_empty() || !token.len().is_multiple_of(2) {
         return None;
     }
     (0..token.len())

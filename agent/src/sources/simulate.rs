@@ -184,7 +184,7 @@ impl Checkpoint {
             })
         } else if roll < 75 {
             Body::Gate(GatePassage {
-                lane,
+                lane: lane.clone(),
                 direction: if self.rng.random_bool(0.5) {
                     Direction::In
                 } else {
@@ -192,7 +192,8 @@ impl Checkpoint {
                 },
                 plate: Some(truck.plate.clone()),
                 confidence: Some(self.rng.random_range(0.85..0.999)),
-                image_ref: Some(format!("lane-cam/{}.jpg", now.timestamp_millis())),
+                // Numbered, not timed, so a seed gives the same events whenever it runs.
+                image_ref: Some(format!("lane-cam/{lane}/{:08}.jpg", self.rng.random_range(0..100_000_000u32))),
             })
         } else if roll < 90 {
             let opened = self.rng.random_range(0..1000) < self.opened_per_mille;

@@ -1651,3 +1651,7 @@ fn seal_list(seals: &[SealId]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

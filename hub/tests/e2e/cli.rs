@@ -43,10 +43,24 @@ fn shipped_config_is_valid_and_its_demo_token_matches() {
     assert!(printed.contains("id = \"demo-gate-01\""), "{printed}");
     assert!(printed.contains("listen = \"127.0.0.1:8080\""), "{printed}");
 
-    let out = run(&["hash-token"], "demo-operator-token\n");
-    assert!(out.status.success());
+    // The demo tokens documented in the file's comments, with their roles.
     let config = Config::load(&path).unwrap();
-    assert_eq!(text(&out.stdout).trim(), config.api.tokens[0].sha256);
+    for (n, (plain, role)) in [
+        ("demo-operator-token", "operator"),
+        ("demo-admin-token", "admin"),
+        ("demo-enterprise-token", "enterprise:demo-importer"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = run(&["hash-token"], &format!("{plain}\n"));
+        assert!(out.status.success());
+        assert_eq!(text(&out.stdout).trim(), config.api.tokens[n].sha256);
+        assert_eq!(
+            config.api.tokens[n].role.as_ref().unwrap().to_string(),
+            role
+        );
+    }
 }
 
 #[test]

@@ -336,15 +336,25 @@ impl Agent {
 
     /// Publishes its online status, retained, as the agent does.
     pub async fn online(&self, buffered_events: u64) {
+        self.status(Presence::Online, buffered_events, None).await;
+    }
+
+    /// Publishes a status, retained; `offline` is what its last will would say.
+    pub async fn status(
+        &self,
+        state: Presence,
+        buffered_events: u64,
+        oldest_unacked_age_s: Option<f64>,
+    ) {
         let status = AgentStatus {
             v: PROTOCOL_VERSION,
             site: self.site.clone(),
-            state: Presence::Online,
+            state,
             agent_version: "test-agent 0.0".into(),
             uptime_s: 1,
             buffered_events,
             buffered_bytes: buffered_events * 200,
-            oldest_unacked_age_s: None,
+            oldest_unacked_age_s,
             sources: vec![],
         };
         self.send_to(&Topics::status(&self.site), encode(&status), true)

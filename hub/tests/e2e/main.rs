@@ -9,4 +9,5 @@ mod harness;
 mod ingest;
 mod presence;
 mod restart;
+mod scenarios;
 mod startup;
