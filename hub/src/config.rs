@@ -7,6 +7,7 @@
 use crate::access::Role;
 use crate::supervision::geo::Area;
 use crate::supervision::rules::SupervisionConfig;
+use crate::webhook::WebhookConfig;
 use argon2::password_hash::PasswordHash;
 use qyt_proto::{SiteId, MAX_BATCH_BYTES};
 use serde::de::DeserializeOwned;
@@ -26,6 +27,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub api: ApiConfig,
     pub supervision: SupervisionConfig,
+    pub webhooks: WebhookConfig,
     pub sites: Vec<SiteConfig>,
 }
 
@@ -288,6 +290,11 @@ impl Config {
                         config.supervision = v;
                     }
                 }
+                "webhooks" => {
+                    if let Some(v) = section(text, name, value, &mut issues) {
+                        config.webhooks = v;
+                    }
+                }
                 "sites" => match value.get_ref() {
                     DeValue::Array(entries) => {
                         for (i, entry) in entries.iter().enumerate() {
@@ -304,7 +311,7 @@ impl Config {
                 other => issues.push(ConfigIssue {
                     key: other.to_string(),
                     line: Some(line_of(text, key.span().start)),
-                    message: "unknown section: expected broker, store, ingest, http, api, supervision or sites"
+                    message: "unknown section: expected broker, store, ingest, http, api, supervision, webhooks or sites"
                         .into(),
                 }),
             }
@@ -438,7 +445,12 @@ impl Config {
                 );
             }
         }
-        for (key, message) in self.supervision.check() {
+        for (key, message) in self
+            .supervision
+            .check()
+            .into_iter()
+            .chain(self.webhooks.check())
+        {
             bad(key, message);
         }
         if self.sites.is_empty() {

@@ -16,6 +16,7 @@ use crate::registry::Registry;
 use crate::store::{Reader, Store, StoreError};
 use crate::supervision::service::Supervision;
 use crate::validate::Validator;
+use crate::webhook::sender::Sender;
 use qyt_proto::SiteId;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -74,7 +75,9 @@ pub struct Hub {
     http: Part,
     broker: Part,
     supervisor: Part,
+    sender: Part,
     supervision: Supervision,
+    webhooks: Sender,
 }
 
 impl Hub {
@@ -97,6 +100,8 @@ impl Hub {
         let registry = Arc::new(Registry::new(store.load(&sites)?));
         let reader = Reader::open(&config.store.path)?;
         let metrics = Arc::new(Metrics::default());
+        let webhooks = Sender::open(&config.store.path, config.webhooks.clone(), clock.clone())?;
+        let waker = webhooks.clone();
         let supervision = Supervision::open(
             &config.store.path,
             config.supervision.clone(),
@@ -108,6 +113,7 @@ impl Hub {
             registry.clone(),
             metrics.clone(),
             clock.clone(),
+            Arc::new(move || waker.wake()),
         )?;
         let tokens = TokenBook::open(
             Store::writer(&config.store.path)?,
@@ -224,6 +230,16 @@ impl Hub {
                 }
             }),
         );
+        let sender = Part::new(
+            "webhook sender",
+            tokio::spawn({
+                let run = webhooks.clone().run(stop.subscribe());
+                async move {
+                    run.await;
+                    Ok(())
+                }
+            }),
+        );
         let state = ApiState {
             registry,
             reader: Arc::new(Mutex::new(reader)),
@@ -232,6 +248,7 @@ impl Hub {
             supervision: supervision.clone(),
             subscribed: subscribed.clone(),
             stop: stop.subscribe(),
+            webhooks: webhooks.clone(),
         };
         let mut http_stop = stop.subscribe();
         let http = Part::new(
@@ -258,7 +275,9 @@ impl Hub {
             http,
             broker,
             supervisor,
+            sender,
             supervision,
+            webhooks,
         })
     }
 
@@ -266,6 +285,12 @@ impl Hub {
     /// or run the timers now ([`Supervision::tick`]).
     pub fn supervision(&self) -> Supervision {
         self.supervision.clone()
+    }
+
+    /// The webhook sender, e.g. for a test to attempt what is due now
+    /// ([`Sender::deliver_due`]).
+    pub fn webhooks(&self) -> Sender {
+        self.webhooks.clone()
     }
 
     /// Where the embedded broker listens; `None` when the hub uses an external broker.
@@ -298,6 +323,7 @@ impl Hub {
             e = self.http.ended() => Some(e),
             e = self.broker.ended() => Some(e),
             e = self.supervisor.ended() => Some(e),
+            e = self.sender.ended() => Some(e),
         };
         if let Some(e) = &failure {
             tracing::error!(error = %e, "stopping the hub after a failure");
@@ -327,6 +353,7 @@ impl Hub {
         result = result.and(self.broker.join().await);
         result = result.and(self.http.join().await);
         result = result.and(self.supervisor.join().await);
+        result = result.and(self.sender.join().await);
         info!("hub stopped");
         match failure {
             Some(e) => Err(e),

@@ -37,6 +37,7 @@ mod store;
 pub mod supervision;
 pub mod systemd;
 mod validate;
+pub mod webhook;
 
 pub use config::Config;
 pub use hub::{run, Hub, HubError};

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// 2: supervision (transits, alarms, progress), audit log, API-issued tokens.
+/// 2: supervision (transits, alarms, progress), audit log, API-issued tokens, webhooks.
 const SCHEMA_VERSION: i64 = 2;
 
 /// How long a writer waits for another writer's transaction. Ingest, supervision and token
@@ -163,6 +163,7 @@ impl Store {
             crate::audit::SCHEMA,
             crate::access::SCHEMA,
             crate::supervision::SCHEMA,
+            crate::webhook::SCHEMA,
         ] {
             conn.execute_batch(schema).ctx("create the schema")?;
         }

@@ -305,8 +305,8 @@ fn run(args: &Args) -> Result<()> {
     let ingest_in_process = ingest_in_process(&root.join("ingest"), sizes.ingest_events)?;
     let backlog = backlog(&bins, &root.join("backlog"), &auth, sizes.backlog_events)?;
     let e2e_simulate = e2e_simulate(&bins, &root.join("e2e"), &auth, sizes.e2e_events)?;
-    let (mqtt_buffer, mqtt_e2e, latency, crash) =
-        through_mqtt(&bins, &root.join("mqtt"), &auth, &sizes)?;
+    let (mqtt_buffer, mqtt_e2e, latency) = through_mqtt(&bins, &root.join("mqtt"), &auth, &sizes)?;
+    let crash = crash_test(&bins, &root.join("crash"), &auth, &sizes)?;
     let peer = if args.skip_peer {
         None
     } else {
@@ -606,15 +606,15 @@ fn e2e_simulate(bins: &Bins, dir: &Path, auth: &str, events: u64) -> Result<SimE
     Ok(f)
 }
 
-/// 2, 6, 7: devices → gateway Mosquitto → agent's MQTT source → hub. One gateway, hub and agent
-/// throughout: throughput into the buffer with the hub down, end to end with the hub up, the
-/// paced latency, then the kill -9 test.
+/// 2, 6: devices → gateway Mosquitto → agent's MQTT source → hub. One gateway, hub and agent
+/// throughout: throughput into the buffer with the hub down, end to end with the hub up, then
+/// the paced latency.
 fn through_mqtt(
     bins: &Bins,
     dir: &Path,
     auth: &str,
     sizes: &Sizes,
-) -> Result<(MqttFigures, MqttFigures, LatencyFigures, CrashFigures)> {
+) -> Result<(MqttFigures, MqttFigures, LatencyFigures)> {
     let gw = Mosquitto::start(&dir.join("gateway"))?;
     let mut hub = Hub::configure(bins, &dir.join("hub"), auth)?;
     let mut agent = Agent::configure(bins, &dir.join("agent"), hub.broker, &mqtt_source(gw.addr))?;
@@ -655,7 +655,30 @@ fn through_mqtt(
         show(&latency.to_agent),
         show(&latency.agent_to_hub)
     );
+    agent.stop()?;
+    hub.stop()?;
+    Ok((buffer_only, e2e, latency))
+}
 
+/// 7 (and 5 for the MQTT source): the kill -9 test, on a gateway, hub and agent of its own, so
+/// that the agent's memory is that of a fresh agent holding just this backlog — not of one that
+/// already passed hundreds of thousands of messages (whose ids it keeps for duplicate detection).
+fn crash_test(bins: &Bins, dir: &Path, auth: &str, sizes: &Sizes) -> Result<CrashFigures> {
+    let gw = Mosquitto::start(&dir.join("gateway"))?;
+    let mut hub = Hub::configure(bins, &dir.join("hub"), auth)?;
+    hub.start()?;
+    let mut agent = Agent::configure(bins, &dir.join("agent"), hub.broker, &mqtt_source(gw.addr))?;
+    agent.start()?;
+    prime(&gw, &agent)?;
+    wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "the probes to reach the hub",
+        || {
+            agent.proc()?;
+            Ok((agent.buffered()? == 0).then_some(()))
+        },
+    )?;
     let crash = crash(&gw, &mut agent, &mut hub, sizes)?;
     println!(
         "[7] kill -9 of the agent holding {} acknowledged messages (hub down): {} reached the hub, \
@@ -672,7 +695,7 @@ fn through_mqtt(
     );
     agent.stop()?;
     hub.stop()?;
-    Ok((buffer_only, e2e, latency, crash))
+    Ok(crash)
 }
 
 /// Publishes probes until the agent has made one durable: from then on its subscription exists
@@ -885,15 +908,6 @@ fn latency(gw: &Mosquitto, hub: &Hub, per_s: u64, seconds: u64) -> Result<Latenc
 ///    reached the hub's store, and how often.
 fn crash(gw: &Mosquitto, agent: &mut Agent, hub: &mut Hub, sizes: &Sizes) -> Result<CrashFigures> {
     let n = sizes.crash_messages;
-    // A fresh agent process, so that its memory figures are its own: idle, then with the backlog.
-    agent.stop()?;
-    agent.start()?;
-    wait_for(
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        "the MQTT source to connect",
-        || Ok((agent.metric("qyt_agent_source_up")? >= 1.0).then_some(())),
-    )?;
     let idle_hwm = agent.proc()?.status_kib("VmHWM")?;
     let after = hub.contiguous()?;
     let s0 = hub.stored()?;

@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::secret::token_digest;
 use crate::store::{parse_time, time_text, Context, StoreError};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -183,7 +183,9 @@ impl TokenBook {
             revoked_by: None,
         };
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction().ctx("begin a token transaction")?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("begin a token transaction")?;
         tx.execute(
             "INSERT INTO api_tokens (id, name, role, sha256, created_at, created_by)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -237,7 +239,9 @@ impl TokenBook {
         }
         let now = self.clock.now();
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction().ctx("begin a token transaction")?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("begin a token transaction")?;
         let row = tx
             .query_row(
                 "SELECT sha256, revoked_at FROM api_tokens WHERE id = ?1",

@@ -10,20 +10,23 @@ mod admin;
 mod alarms;
 mod audit;
 mod error;
+mod openapi;
 mod sites;
 mod stream;
 mod transits;
+mod webhook;
 
 use crate::access::{Caller, RoleKind, TokenBook};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Reader;
 use crate::supervision::service::Supervision;
+use crate::webhook::sender::Sender;
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 pub use error::ApiError;
 use serde::Serialize;
@@ -42,6 +45,7 @@ pub struct ApiState {
     /// Turns true when the hub stops; ends the live streams, which would otherwise hold the
     /// server's graceful shutdown forever.
     pub stop: watch::Receiver<bool>,
+    pub webhooks: Sender,
 }
 
 /// Who may call a route.
@@ -72,6 +76,7 @@ const ADMIN: &[RoleKind] = &[RoleKind::Admin];
 const OPERATOR: &[RoleKind] = &[RoleKind::Operator];
 const STAFF: &[RoleKind] = &[RoleKind::Admin, RoleKind::Operator];
 const SUPERVISION: &[RoleKind] = &[RoleKind::Operator, RoleKind::Enterprise];
+const ENTERPRISE: &[RoleKind] = &[RoleKind::Enterprise];
 
 /// Every route with its handler. The single source of the router.
 fn routes() -> Vec<(Route, MethodRouter<ApiState>)> {
@@ -84,6 +89,10 @@ fn routes() -> Vec<(Route, MethodRouter<ApiState>)> {
     vec![
         (r(Method::GET, "/healthz", Open), get(healthz)),
         (r(Method::GET, "/metrics", Open), get(metrics)),
+        (
+            r(Method::GET, "/api/openapi.json", Open),
+            get(openapi::document),
+        ),
         (r(Method::GET, "/api/sites", Roles(STAFF)), get(sites::list)),
         (
             r(Method::GET, "/api/sites/{site}/events", Roles(STAFF)),
@@ -149,6 +158,22 @@ fn routes() -> Vec<(Route, MethodRouter<ApiState>)> {
         (
             r(Method::GET, "/api/stream", Roles(SUPERVISION)),
             get(stream::events),
+        ),
+        (
+            r(Method::GET, "/api/webhook", Roles(ENTERPRISE)),
+            get(webhook::show),
+        ),
+        (
+            r(Method::PUT, "/api/webhook", Roles(ENTERPRISE)),
+            put(webhook::set),
+        ),
+        (
+            r(Method::DELETE, "/api/webhook", Roles(ENTERPRISE)),
+            delete(webhook::remove),
+        ),
+        (
+            r(Method::GET, "/api/webhook/deliveries", Roles(ENTERPRISE)),
+            get(webhook::deliveries),
         ),
     ]
 }

@@ -605,7 +605,7 @@ impl Engine {
         let Some(id) = id else { return };
         self.with_transit(&id, |e, t| {
             if let Some(pct) = r.battery_pct {
-                e.battery(t, c, f64::from(pct));
+                e.battery(t, c, pct);
             }
             let seen = SealSeen {
                 state: r.state,
@@ -1049,7 +1049,7 @@ impl Engine {
             return;
         };
         if let Some(pct) = s.battery_pct {
-            self.with_transit(&id, |e, t| e.battery(t, c, f64::from(pct)));
+            self.with_transit(&id, |e, t| e.battery(t, c, pct));
         }
     }
 

@@ -11,10 +11,11 @@ use crate::progress::Progress;
 use crate::store::{parse_time, time_text, Context, StoreError};
 use crate::supervision::alarm::{Alarm, AlarmId};
 use crate::supervision::engine::Changes;
-use crate::supervision::transit::{normalize_plate, TimelineEntry, Transit, TransitId};
+use crate::supervision::transit::{normalize_plate, EntryKind, TimelineEntry, Transit, TransitId};
+use crate::webhook;
 use qyt_proto::{Body, Event, Seq, SiteId};
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
 
 pub const SCHEMA: &str = "
@@ -186,7 +187,9 @@ pub fn save(
     changes: &Changes,
     progress: &BTreeMap<&SiteId, &Progress>,
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction().ctx("begin a supervision transaction")?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx("begin a supervision transaction")?;
     {
         let mut upsert = tx
             .prepare_cached(
@@ -221,6 +224,28 @@ pub fn save(
             entry
                 .execute(params![id.as_str(), e.n, time_text(e.at), to_json(e)])
                 .ctx("append to a timeline")?;
+            if let (EntryKind::Status, Some(to), Some(t)) = (e.kind, e.to, changes.transits.get(id))
+            {
+                let enterprise = t.declaration.enterprise.as_str();
+                let payload = serde_json::json!({
+                    "type": "transit.status",
+                    "transit": id,
+                    "enterprise": enterprise,
+                    "from": e.from,
+                    "status": to,
+                    "at": e.at,
+                    "cause": e.cause,
+                    "text": e.text,
+                });
+                webhook::outbox::enqueue(
+                    &tx,
+                    enterprise,
+                    id.as_str(),
+                    to.as_str(),
+                    &payload,
+                    e.recorded_at,
+                )?;
+            }
         }
         // In id order: an alarm closed in this step frees its (rule, subject) before a newer
         // one of the same rule and subject is written.

@@ -20,7 +20,7 @@ use crate::supervision::engine::{Changes, Engine, EngineError, SitePresence};
 use crate::supervision::geo::Area;
 use crate::supervision::persist;
 use crate::supervision::rules::SupervisionConfig;
-use crate::supervision::transit::{Status, Transit, TransitId};
+use crate::supervision::transit::{EntryKind, Status, Transit, TransitId};
 use crate::validate::MAX_SEQ;
 use chrono::{DateTime, Utc};
 use qyt_proto::{Body, SiteId};
@@ -114,6 +114,9 @@ pub struct Supervision {
     tick_every: Duration,
 }
 
+/// Called after a step that changed a transit's status is recorded (wakes the webhook sender).
+pub type OnStatus = Arc<dyn Fn() + Send + Sync>;
+
 struct Inner {
     engine: Engine,
     conn: Connection,
@@ -122,6 +125,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     cfg: SupervisionConfig,
     sites: BTreeMap<SiteId, Option<Area>>,
+    on_status: OnStatus,
 }
 
 impl Supervision {
@@ -133,6 +137,7 @@ impl Supervision {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        on_status: OnStatus,
     ) -> Result<Supervision, StoreError> {
         let conn = Store::writer(path)?;
         let tick_every = Duration::from_secs(cfg.tick_s);
@@ -144,6 +149,7 @@ impl Supervision {
             metrics,
             cfg,
             sites,
+            on_status,
         };
         inner.reload()?;
         let feed = Arc::new(Feed::default());
@@ -304,6 +310,13 @@ impl Inner {
             return Err(e);
         }
         self.metrics.alarms_raised(changes.raised.len() as u64);
+        if changes
+            .timeline
+            .iter()
+            .any(|(_, e)| e.kind == EntryKind::Status)
+        {
+            (self.on_status)();
+        }
         for t in changes.transits.values() {
             let _ = updates.send(Update::Transit {
                 transit: TransitSummary::from(t),

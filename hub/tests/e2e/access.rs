@@ -12,6 +12,7 @@ fn policy() -> BTreeMap<(&'static str, &'static str), &'static str> {
     BTreeMap::from([
         (("GET", "/healthz"), "open"),
         (("GET", "/metrics"), "open"),
+        (("GET", "/api/openapi.json"), "open"),
         (("GET", "/api/sites"), "admin operator"),
         (("GET", "/api/sites/{site}/events"), "admin operator"),
         (("GET", "/api/admin/tokens"), "admin"),
@@ -29,6 +30,10 @@ fn policy() -> BTreeMap<(&'static str, &'static str), &'static str> {
         (("POST", "/api/alarms/{id}/close"), "operator"),
         (("GET", "/api/audit"), "admin operator"),
         (("GET", "/api/stream"), "operator enterprise"),
+        (("GET", "/api/webhook"), "enterprise"),
+        (("PUT", "/api/webhook"), "enterprise"),
+        (("DELETE", "/api/webhook"), "enterprise"),
+        (("GET", "/api/webhook/deliveries"), "enterprise"),
     ])
 }
 

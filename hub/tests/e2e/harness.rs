@@ -83,6 +83,7 @@ pub struct TestHub {
     pub broker: SocketAddr,
     pub http: SocketAddr,
     pub supervision: Supervision,
+    pub webhooks: qyt_hub::webhook::sender::Sender,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), HubError>>,
 }
@@ -102,6 +103,7 @@ impl TestHub {
             .await
             .expect("hub starts");
         let supervision = hub.supervision();
+        let webhooks = hub.webhooks();
         let broker = external.or(hub.broker_addr()).unwrap();
         let http = hub.http_addr();
         within("the hub to subscribe", hub.ready()).await;
@@ -113,6 +115,7 @@ impl TestHub {
             broker,
             http,
             supervision,
+            webhooks,
             stop,
             task,
         }

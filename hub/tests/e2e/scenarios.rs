@@ -96,8 +96,12 @@ pub struct Scenario {
 
 impl Scenario {
     pub async fn start(dir: &std::path::Path) -> Scenario {
+        Scenario::start_with(config(dir)).await
+    }
+
+    pub async fn start_with(config: qyt_hub::Config) -> Scenario {
         let clock = Arc::new(ManualClock::new(t0()));
-        let hub = TestHub::start_with_clock(config(dir), clock.clone()).await;
+        let hub = TestHub::start_with_clock(config, clock.clone()).await;
         let mut s = Scenario {
             hub,
             clock,
