@@ -83,6 +83,10 @@ fn verify(r: &Received) -> Value {
     serde_json::from_str(&r.body).unwrap()
 }
 
+async fn next(received: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+    within("a webhook request", received.recv()).await.unwrap()
+}
+
 async fn deliveries(s: &Scenario) -> Vec<Value> {
     let (status, list) = s
         .hub
