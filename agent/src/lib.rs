@@ -10,5 +10,6 @@ pub mod http;
 pub mod offline;
 pub mod metrics;
 pub mod run;
+pub mod simulators;
 pub mod sources;
 pub mod uplink;

@@ -43,6 +43,9 @@ enum Command {
         /// The capture; standard input when absent.
         file: Option<PathBuf>,
     },
+    /// Drive a device protocol without hardware: a GNSS receiver, a weighbridge or an e-seal
+    /// reader on a pseudo-terminal, JT/T 808 e-locks over TCP, lane cameras over MQTT.
+    Simulate(qyt_agent::simulators::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,15 @@ fn main() -> ExitCode {
     let check_only = match cli.command.unwrap_or(Command::Run) {
         Command::Run => false,
         Command::CheckConfig => true,
+        Command::Simulate(args) => {
+            return match qyt_agent::simulators::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("simulate failed: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Decode { protocol, hex, device_id, lines_format, file } => return match decode(protocol, hex, &device_id, lines_format, file) {
             Ok(counts) => {
                 eprintln!("decoded {} event(s), rejected {} frame(s)", counts.events, counts.rejected);

@@ -629,6 +629,46 @@ mod tests {
     }
 
     #[test]
+    fn supervision_webhooks_and_roles_are_checked() {
+        let text = format!(
+            "{}\n[supervision]\ntick_s = 0\n\n[supervision.severity]\nlong_stop = \"major\"\n\n\
+             [webhooks]\nbackoff_base_s = 60\nbackoff_max_s = 10\n\n\
+             [[api.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\n",
+            minimal(),
+            "a".repeat(64)
+        );
+        let issues = Config::parse(&text).unwrap_err();
+        let keys: Vec<_> = issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
+        assert!(
+            keys.contains(&("supervision.tick_s", Some(6))),
+            "{issues:?}"
+        );
+        assert!(
+            keys.contains(&("webhooks.backoff_max_s", Some(13))),
+            "{issues:?}"
+        );
+        let role = issues
+            .iter()
+            .find(|i| i.key == "api.tokens[0].role")
+            .unwrap();
+        assert!(role.message.contains("role = \"operator\""), "{role}");
+        let ok = text
+            .replace("tick_s = 0", "tick_s = 2")
+            .replace("backoff_max_s = 10", "backoff_max_s = 600")
+            .replace("sha256", "role = \"enterprise:acme\"\nsha256");
+        let c = Config::parse(&ok).unwrap();
+        use crate::supervision::rules::{Rule, Severity};
+        assert_eq!(c.supervision.severity(Rule::LongStop), Severity::Major);
+        assert_eq!(
+            c.api.tokens[0].role.as_ref().unwrap().to_string(),
+            "enterprise:acme"
+        );
+        let bad_rule = ok.replace("long_stop = ", "long_stops = ");
+        let issues = Config::parse(&bad_rule).unwrap_err();
+        assert!(issues[0].key.starts_with("supervision"), "{issues:?}");
+    }
+
+    #[test]
     fn syntax_errors_carry_lines() {
         let issues = Config::parse("[http]\nlisten = \"x\nfoo").unwrap_err();
         assert!(issues.iter().all(|i| i.line.is_some()), "{issues:?}");

@@ -53,7 +53,11 @@ pub fn connect(
     if let Some((user, password)) = settings.credentials {
         options.set_credentials(user, password);
     }
-    let (client, eventloop) = AsyncClient::new(options, 256);
+    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    // Acks are small and agents wait for them; Nagle's algorithm delayed them by tens of ms.
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let (subscribed_tx, subscribed) = watch::channel(false);
     let intake = Intake {
         validator,

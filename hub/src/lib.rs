@@ -6,6 +6,14 @@
 //! group of waiting batches) → Ack per site → broker → agent. The registry holds the committed
 //! per-site state (contiguous seq, holes, presence) that acks and the HTTP API report.
 //!
+//! Supervision ([`supervision`]) follows the commits without slowing them: the writer only marks
+//! which sites have new events; the supervision task reads them back from the store in
+//! (site, seq) order and applies them to a pure engine (transits, alarm rules, timers on an
+//! injected [`clock`]), persisting each step with its progress marks in one transaction, so every
+//! stored event is applied exactly once, also across crashes. Operators, enterprises and admins
+//! use it through the HTTP API ([`api`], roles in [`access`]); enterprises may get signed webhooks
+//! ([`webhook`]).
+//!
 //! Starting one in-process, e.g. from a launcher or a test:
 //!
 //! ```no_run

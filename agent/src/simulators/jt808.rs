@@ -122,7 +122,10 @@ pub fn run(args: Jt808Args) -> anyhow::Result<()> {
     let failed = summaries.iter().filter(|s| s.error.is_some()).count();
     let unconfirmed: u64 = summaries.iter().map(|s| s.unconfirmed).sum();
     if failed > 0 {
-        anyhow::bail!("{failed} of {} terminals failed (see above)", summaries.len());
+        anyhow::bail!(
+            "{failed} of {} terminals failed (see above)",
+            summaries.len()
+        );
     }
     if unconfirmed > 0 {
         anyhow::bail!("{unconfirmed} reports were never confirmed by the platform (see above)");
@@ -158,14 +161,16 @@ pub struct Plan {
 impl Plan {
     fn from_args(a: &Jt808Args) -> anyhow::Result<Plan> {
         if !(1..=MAX_TERMINALS).contains(&a.terminals) {
-            anyhow::bail!("--terminals must be 1 to {MAX_TERMINALS} (got {})", a.terminals);
+            anyhow::bail!(
+                "--terminals must be 1 to {MAX_TERMINALS} (got {})",
+                a.terminals
+            );
         }
-        let first: u64 = a
-            .first_phone
-            .parse()
-            .ok()
-            .filter(|_| a.first_phone.bytes().all(|c| c.is_ascii_digit()))
-            .with_context(|| format!("--first-phone must be digits (got {:?})", a.first_phone))?;
+        let digits = &a.first_phone;
+        let first: u64 = Some(digits)
+            .filter(|d| (1..=12).contains(&d.len()) && d.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|d| d.parse().ok())
+            .with_context(|| format!("--first-phone must be 1 to 12 digits (got {digits:?})"))?;
         let phones: Vec<String> = (0..u64::from(a.terminals))
             .map(|i| format!("{:0width$}", first + i, width = a.first_phone.len()))
             .collect();
@@ -293,7 +298,7 @@ impl ELock {
     }
 
     pub fn registration(&mut self) -> Message {
-        let bytes = self.sim.registration(&self.plate.clone());
+        let bytes = self.sim.registration(&self.plate);
         self.sent(MSG_REGISTRATION, bytes)
     }
 
@@ -382,8 +387,13 @@ impl ELock {
 
 /// Ten decimal digits as five BCD bytes.
 fn bcd5(digits: &str) -> [u8; 5] {
-    let d: Vec<u8> = digits.bytes().map(|c| c.wrapping_sub(b'0') & 0x0F).collect();
-    std::array::from_fn(|i| (d.get(2 * i).copied().unwrap_or(0) << 4) | d.get(2 * i + 1).copied().unwrap_or(0))
+    let d: Vec<u8> = digits
+        .bytes()
+        .map(|c| c.wrapping_sub(b'0') & 0x0F)
+        .collect();
+    std::array::from_fn(|i| {
+        (d.get(2 * i).copied().unwrap_or(0) << 4) | d.get(2 * i + 1).copied().unwrap_or(0)
+    })
 }
 
 // ---- The terminals on the network ----
@@ -487,8 +497,11 @@ async fn terminal(plan: Arc<Plan>, index: usize, stop: watch::Receiver<bool>) ->
         phone: phone.clone(),
         ..Summary::default()
     };
-    let Some(mut lock) = ELock::new(&phone, plan.seed.wrapping_add(index as u64), plan.open_seal_after)
-    else {
+    let Some(mut lock) = ELock::new(
+        &phone,
+        plan.seed.wrapping_add(index as u64),
+        plan.open_seal_after,
+    ) else {
         return Summary {
             error: Some(format!("{phone:?} is not a phone number of 1 to 12 digits")),
             ..summary
@@ -511,11 +524,15 @@ async fn terminal(plan: Arc<Plan>, index: usize, stop: watch::Receiver<bool>) ->
         if state.stopped() || (state.count_reached(&plan, &lock) && state.pending.is_none()) {
             break;
         }
-        let failure = match tokio::select! {
+        let connected = tokio::select! {
             _ = state.stop.wait_for(|s| *s) => break,
             c = TcpStream::connect(&plan.connect) => c,
-        } {
-            Err(e) => format!("cannot connect to {}: {e} (is the jt808_tcp source listening there?)", plan.connect),
+        };
+        let failure = match connected {
+            Err(e) => format!(
+                "cannot connect to {}: {e} (is the jt808_tcp source listening there?)",
+                plan.connect
+            ),
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 state.summary.connections += 1;
@@ -538,19 +555,15 @@ async fn terminal(plan: Arc<Plan>, index: usize, stop: watch::Receiver<bool>) ->
         };
         failures += 1;
         if failures >= MAX_CONNECT_FAILURES {
-            state.summary.error = Some(format!("{failure}; gave up after {failures} attempts in a row"));
+            state.summary.error = Some(format!(
+                "{failure}; gave up after {failures} attempts in a row"
+            ));
             break;
         }
         let delay = backoff.next_delay(&mut rng);
         tokio::select! {
             _ = state.stop.wait_for(|s| *s) => break,
             () = tokio::time::sleep(delay) => {}
-        }
-    }
-    if let Some(p) = state.pending.take() {
-        // Stopped while a report was waiting for its reply.
-        if p.sends > 0 {
-            state.summary.unconfirmed += 1;
         }
     }
     state.summary
@@ -669,9 +682,18 @@ async fn connection(
             return Ok((End::Finished, true));
         }
         let heartbeat_at = last_sent + plan.heartbeat;
-        tokio::select! {
+        let due = tokio::select! {
             _ = state.stop.wait_for(|s| *s) => return Ok((End::Finished, true)),
-            () = tokio::time::sleep_until(next_report) => {
+            () = tokio::time::sleep_until(next_report) => Due::Report,
+            () = tokio::time::sleep_until(heartbeat_at) => Due::Heartbeat,
+            reply = conn.reply() => match reply {
+                // A late answer to an earlier send; nothing waits for it.
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return Ok((End::Reconnect, true)),
+            },
+        };
+        match due {
+            Due::Report => {
                 let (report, message) = lock.location(Utc::now());
                 if !report.sealed && state.summary.opened.is_none() {
                     state.summary.opened = Some((lock.lock_id(), lock.reports()));
@@ -680,7 +702,7 @@ async fn connection(
                 state.pending = Some(Pending { message, sends: 0 });
                 next_report = (next_report + plan.interval).max(Instant::now());
             }
-            () = tokio::time::sleep_until(heartbeat_at) => {
+            Due::Heartbeat => {
                 let m = lock.heartbeat();
                 last_sent = Instant::now();
                 match request(conn, &m, plan.reply_timeout, &mut state.stop).await {
@@ -689,13 +711,14 @@ async fn connection(
                     Outcome::Timeout | Outcome::Closed => return Ok((End::Reconnect, true)),
                 }
             }
-            reply = conn.reply() => match reply {
-                // A late answer to an earlier send; nothing waits for it.
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return Ok((End::Reconnect, true)),
-            },
         }
     }
+}
+
+/// What an idle terminal does next.
+enum Due {
+    Report,
+    Heartbeat,
 }
 
 /// Sends `m` and waits for its reply, at most `timeout`; replies to earlier sends are skipped.
@@ -768,8 +791,8 @@ mod tests {
     use super::*;
     use crate::buffer::intake::{Intake, IntakeConfig};
     use crate::buffer::Engine;
-    use crate::decode::jt808::{Session, SessionConfig};
     use crate::decode::jt808::ReassemblyLimits;
+    use crate::decode::jt808::{Session, SessionConfig};
     use crate::metrics::Metrics;
     use crate::sources::jt808_tcp::{serve, Jt808TcpConfig};
     use crate::sources::{Shutdown, SourceContext};
@@ -809,18 +832,33 @@ mod tests {
 
     #[test]
     fn a_terminals_messages_are_accepted_by_the_platform_session() {
-        let t0 = DateTime::parse_from_rfc3339("2025-05-01T08:00:00Z").expect("t").to_utc();
+        let t0 = DateTime::parse_from_rfc3339("2025-05-01T08:00:00Z")
+            .expect("t")
+            .to_utc();
         let mut lock = ELock::new("13800000001", 9, Some(3)).expect("phone");
         let mut s = session();
         let (events, reply) = exchange(&mut s, &lock.registration(), t0);
-        let ReplyBody::Registration { result: RegistrationResult::Ok, auth_code: Some(code), .. } = reply else {
+        let ReplyBody::Registration {
+            result: RegistrationResult::Ok,
+            auth_code: Some(code),
+            ..
+        } = reply
+        else {
             panic!("{reply:?}")
         };
         assert_eq!(code, AuthCode::derive(SECRET.as_bytes(), &lock.phone()));
-        let Body::DeviceStatus(reg) = &events[0] else { panic!("{events:?}") };
+        let Body::DeviceStatus(reg) = &events[0] else {
+            panic!("{events:?}")
+        };
         assert_eq!(reg.detail["plate"], lock.plate());
         let (_, reply) = exchange(&mut s, &lock.authentication(code.as_str()), t0);
-        assert!(matches!(reply, ReplyBody::General { result: GeneralResult::Ok, .. }));
+        assert!(matches!(
+            reply,
+            ReplyBody::General {
+                result: GeneralResult::Ok,
+                ..
+            }
+        ));
         let mut seals = Vec::new();
         let mut last: Option<Report> = None;
         for i in 0..6 {
@@ -830,14 +868,22 @@ mod tests {
             assert!(last.is_none_or(|l| report.at == l.at + TimeDelta::seconds(1)));
             last = Some(report);
             let (events, reply) = exchange(&mut s, &m, now);
-            assert!(matches!(reply, ReplyBody::General { result: GeneralResult::Ok, .. }));
+            assert!(matches!(
+                reply,
+                ReplyBody::General {
+                    result: GeneralResult::Ok,
+                    ..
+                }
+            ));
             assert_eq!(report.sealed, i < 3);
             for e in events {
                 match e {
                     Body::Position(p) => {
                         assert_eq!(p.device_id, "013800000001");
-                        assert!((p.lat - report.lat).abs() < 1e-9 && (p.lon - report.lon).abs() < 1e-9);
-                        assert!((p.speed_kmh.expect("speed") - report.speed_kmh).abs() <= 0.05);
+                        assert!(
+                            (p.lat - report.lat).abs() < 1e-9 && (p.lon - report.lon).abs() < 1e-9
+                        );
+                        assert!((p.speed_kmh.expect("speed") - report.speed_kmh).abs() < 0.051);
                     }
                     Body::Seal(seal) => seals.push((seal.seal_id.0, seal.state, i)),
                     Body::DeviceStatus(st) => assert!(st.battery_pct.is_some()),
@@ -855,14 +901,22 @@ mod tests {
         );
         assert_eq!(lock.lock_id(), "3800000001");
         let (_, reply) = exchange(&mut s, &lock.heartbeat(), t0);
-        assert!(matches!(reply, ReplyBody::General { result: GeneralResult::Ok, .. }));
+        assert!(matches!(
+            reply,
+            ReplyBody::General {
+                result: GeneralResult::Ok,
+                ..
+            }
+        ));
     }
 
     fn plan(addr: std::net::SocketAddr, secret: Option<&str>, terminals: u64) -> Plan {
         Plan {
             connect: addr.to_string(),
             secret: secret.map(|s| s.as_bytes().to_vec()),
-            phones: (0..terminals).map(|i| format!("1380000{:04}", i + 1)).collect(),
+            phones: (0..terminals)
+                .map(|i| format!("1380000{:04}", i + 1))
+                .collect(),
             interval: Duration::from_millis(20),
             heartbeat: Duration::from_secs(30),
             reply_timeout: Duration::from_secs(10),
@@ -879,13 +933,19 @@ mod tests {
         let (buffer, report) = crate::buffer::open(Engine::Redb, dir.path()).expect("open");
         let metrics = Metrics::new();
         let site = SiteId::new("gate-1").expect("site");
-        let (intake, join) =
-            Intake::start(buffer.clone(), site.clone(), IntakeConfig::default(), metrics.clone(), report)
-                .expect("intake");
+        let (intake, join) = Intake::start(
+            buffer.clone(),
+            site.clone(),
+            IntakeConfig::default(),
+            metrics.clone(),
+            report,
+        )
+        .expect("intake");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let cfg: Jt808TcpConfig =
-            toml::from_str(&format!("name = \"jt808\"\nauth_secret = \"{SECRET}\"\n")).expect("cfg");
+            toml::from_str(&format!("name = \"jt808\"\nauth_secret = \"{SECRET}\"\n"))
+                .expect("cfg");
         let (stop_source, shutdown) = Shutdown::new();
         let ctx = SourceContext {
             site,
@@ -908,7 +968,13 @@ mod tests {
         summaries.extend(run_terminals(wrong, stop).await);
         for (s, registered) in summaries.iter().zip([true, true, false, true]) {
             assert_eq!(
-                (s.reports, s.confirmed, s.unconfirmed, s.registered, &s.error),
+                (
+                    s.reports,
+                    s.confirmed,
+                    s.unconfirmed,
+                    s.registered,
+                    &s.error
+                ),
                 (4, 4, 0, registered, &None),
                 "{s}"
             );
@@ -939,8 +1005,14 @@ mod tests {
             assert!(states.contains(&SealState::Sealed) && states.contains(&SealState::Opened));
         }
         let line = summaries[0].to_string();
-        assert!(line.starts_with("terminal 13800000001: 4 reports, 4 confirmed, 0 resent"), "{line}");
-        assert!(line.ends_with("e-lock 3800000001 opened at report 3"), "{line}");
+        assert!(
+            line.starts_with("terminal 13800000001: 4 reports, 4 confirmed, 0 resent"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("e-lock 3800000001 opened at report 3"),
+            "{line}"
+        );
 
         stop_source.send_replace(true);
         tokio::time::timeout(Duration::from_secs(10), source)
@@ -949,7 +1021,9 @@ mod tests {
             .expect("joined")
             .expect("no source error");
         drop(intake);
-        tokio::task::spawn_blocking(move || join.join()).await.expect("intake joins");
+        tokio::task::spawn_blocking(move || join.join())
+            .await
+            .expect("intake joins");
     }
 
     /// A platform that answers the first report "failure" and ignores the second send of the
@@ -969,7 +1043,9 @@ mod tests {
                     return locations;
                 }
                 for x in s.feed(&buf[..n], Utc::now()).exchanges {
-                    let (Some(h), Some(mut reply)) = (x.header, x.reply) else { continue };
+                    let (Some(h), Some(mut reply)) = (x.header, x.reply) else {
+                        continue;
+                    };
                     if h.msg_id == MSG_LOCATION {
                         locations.push(h.serial);
                         match locations.len() {
@@ -990,7 +1066,17 @@ mod tests {
         let (_keep, stop) = watch::channel(false);
         let summaries = run_terminals(p, stop).await;
         let s = &summaries[0];
-        assert_eq!((s.reports, s.confirmed, s.resent, s.unconfirmed, s.connections), (2, 2, 2, 0, 1), "{s}");
+        assert_eq!(
+            (
+                s.reports,
+                s.confirmed,
+                s.resent,
+                s.unconfirmed,
+                s.connections
+            ),
+            (2, 2, 2, 0, 1),
+            "{s}"
+        );
         // auth = serial 0; report 1 = serial 1, twice; report 2 = serial 2, twice.
         assert_eq!(platform.await.expect("platform"), [1, 1, 2, 2]);
     }
@@ -1013,7 +1099,7 @@ mod tests {
         assert_eq!(p.interval, Duration::from_secs(5));
         let err = |extra: &[&str]| args(extra).unwrap_err().to_string();
         assert!(err(&["--interval", "0"]).contains("--interval must be"));
-        assert!(err(&["--first-phone", "12a"]).contains("must be digits"));
+        assert!(err(&["--first-phone", "12a"]).contains("1 to 12 digits"));
         assert!(err(&["--first-phone", "999999999999", "--terminals", "2"]).contains("12 digits"));
         assert!(err(&["--terminals", "0"]).contains("--terminals"));
     }

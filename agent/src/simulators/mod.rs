@@ -129,7 +129,11 @@ fn serve_serial<D: SerialDevice>(
         (None, Some(file)) => {
             let n = count.unwrap_or(DEFAULT_FILE_COUNT);
             write_file(file, device, n)?;
-            println!("{}: {n} transmissions written to {}", label.device, file.display());
+            println!(
+                "{}: {n} transmissions written to {}",
+                label.device,
+                file.display()
+            );
             Ok(())
         }
         (Some(link), None) => runtime()?.block_on(async {
@@ -162,8 +166,12 @@ fn serve_serial<D: SerialDevice>(
 }
 
 fn write_file<D: SerialDevice>(path: &Path, mut device: D, count: u64) -> anyhow::Result<()> {
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("cannot create {} (does its directory exist?)", path.display()))?;
+    let file = std::fs::File::create(path).with_context(|| {
+        format!(
+            "cannot create {} (does its directory exist?)",
+            path.display()
+        )
+    })?;
     let mut w = std::io::BufWriter::new(file);
     for _ in 0..count {
         w.write_all(&device.transmit())
@@ -268,8 +276,7 @@ pub async fn serve_pty<D: SerialDevice>(
 ) -> anyhow::Result<PtyReport> {
     tokio::pin!(stop);
     let wait = (first - Utc::now()).to_std().unwrap_or_default();
-    let mut ticks =
-        tokio::time::interval_at(tokio::time::Instant::now() + wait, device.period());
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + wait, device.period());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent = 0u64;
     while count.is_none_or(|n| sent < n) {
@@ -280,7 +287,7 @@ pub async fn serve_pty<D: SerialDevice>(
         let bytes = device.transmit();
         tokio::select! {
             () = &mut stop => return Ok(PtyReport { sent, unread: pty.unread() }),
-            written = pty.master.write_all(&bytes) => written
+            written = AsyncWriteExt::write_all(&mut pty.master, &bytes) => written
                 .with_context(|| format!("cannot write to the pseudo-terminal {}", pty.device.display()))?,
         }
         sent += 1;
@@ -346,7 +353,11 @@ pub struct Truck {
 impl Truck {
     /// A truck somewhere out from `gate`, heading for it.
     pub fn new(gate: (f64, f64), rng: &mut StdRng) -> Truck {
-        let start = around(gate, rng.random_range(500.0..2000.0), rng.random_range(0.0..360.0));
+        let start = around(
+            gate,
+            rng.random_range(500.0..2000.0),
+            rng.random_range(0.0..360.0),
+        );
         Truck {
             gate,
             lat: start.0,
@@ -489,7 +500,10 @@ mod tests {
             }
             last = p;
         }
-        assert!(at_gate > 60 && moving > 1800 && stopped > 100, "{at_gate} {moving} {stopped}");
+        assert!(
+            at_gate > 60 && moving > 1800 && stopped > 100,
+            "{at_gate} {moving} {stopped}"
+        );
     }
 
     #[test]
@@ -505,7 +519,10 @@ mod tests {
         let link = dir.path().join("dev0");
         point_symlink(&link, Path::new("/dev/null")).expect("created");
         point_symlink(&link, Path::new("/dev/zero")).expect("repointed");
-        assert_eq!(std::fs::read_link(&link).expect("link"), Path::new("/dev/zero"));
+        assert_eq!(
+            std::fs::read_link(&link).expect("link"),
+            Path::new("/dev/zero")
+        );
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").expect("file");
         let e = point_symlink(&file, Path::new("/dev/null")).unwrap_err();

@@ -3,7 +3,7 @@
 //! receivers set up for position and time only send), checksummed, CR LF, positions to 1e-5
 //! minute (2 cm, as u-blox receivers give them).
 
-use super::{next_second, period_of, serve_serial, SerialDevice, SerialLabel, SerialOut, Truck};
+use super::{next_second, period_of, serve_serial, SerialDevice, SerialLabel, Truck};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -65,7 +65,11 @@ pub fn run(args: NmeaArgs) -> anyhow::Result<()> {
     let period = period_of(args.rate, MAX_RATE_HZ)?;
     let first = next_second(Utc::now());
     let receiver = GnssReceiver::new(first, period, args.talker, !args.no_rmc, args.seed);
-    let sentences = if args.no_rmc { "GGA+ZDA" } else { "RMC+VTG+GGA" };
+    let sentences = if args.no_rmc {
+        "GGA+ZDA"
+    } else {
+        "RMC+VTG+GGA"
+    };
     let label = SerialLabel {
         device: format!(
             "GNSS receiver (NMEA 0183, {}{sentences}, {} Hz)",
@@ -147,7 +151,11 @@ impl GnssReceiver {
         }
         let hdop = 0.5 + 6.0 / f64::from(self.satellites) + self.rng.random_range(0.0..0.1);
         let altitude = 4.0 + self.rng.random_range(-0.5..0.5);
-        let time = format!("{}.{:02}", at.format("%H%M%S"), at.timestamp_subsec_millis() / 10);
+        let time = format!(
+            "{}.{:02}",
+            at.format("%H%M%S"),
+            at.timestamp_subsec_millis() / 10
+        );
         let t = self.talker.id();
         let gga = sentence(&format!(
             "{t}GGA,{time},{position},1,{:02},{hdop:.1},{altitude:.1},M,{GEOID_M:.1},M,,",
@@ -178,8 +186,7 @@ impl GnssReceiver {
             course,
             satellites: self.satellites,
         };
-        self.truck
-            .advance(self.period.as_secs_f64(), &mut self.rng);
+        self.truck.advance(self.period.as_secs_f64(), &mut self.rng);
         self.at += TimeDelta::from_std(self.period).unwrap_or(TimeDelta::seconds(1));
         (fix, out.into_bytes())
     }
@@ -253,7 +260,10 @@ mod tests {
         for _ in 0..cycles {
             let (fix, bytes) = receiver.cycle();
             let text = String::from_utf8(bytes.clone()).expect("ascii");
-            assert!(text.ends_with("\r\n") && text.matches('$').count() >= 2, "{text}");
+            assert!(
+                text.ends_with("\r\n") && text.matches('$').count() >= 2,
+                "{text}"
+            );
             fixes.push(fix);
             let o = decoder.feed(&bytes, now);
             out.events.extend(o.events);
@@ -278,7 +288,9 @@ mod tests {
             }
         }
         // Near the checkpoint, and the truck moved.
-        assert!(fixes.iter().all(|f| (f.lat - super::super::CHECKPOINT.0).abs() < 0.03));
+        assert!(fixes
+            .iter()
+            .all(|f| (f.lat - super::super::CHECKPOINT.0).abs() < 0.03));
         assert!(fixes.first().map(|f| (f.lat, f.lon)) != fixes.last().map(|f| (f.lat, f.lon)));
     }
 
@@ -295,10 +307,18 @@ mod tests {
         let mut r = GnssReceiver::new(first, Duration::from_millis(200), Talker::Gn, false, 8);
         let (fix, bytes) = r.cycle();
         let text = String::from_utf8(bytes).expect("ascii");
-        assert!(text.starts_with("$GNGGA,100000.00,") && text.contains("$GNZDA,100000.00,01,03,2025,00,00*"), "{text}");
+        assert!(
+            text.starts_with("$GNGGA,100000.00,")
+                && text.contains("$GNZDA,100000.00,01,03,2025,00,00*"),
+            "{text}"
+        );
         assert!(fix.satellites >= 14);
         assert_eq!(r.cycle().0.at, at("2025-03-01T10:00:00.2Z"));
-        check(GnssReceiver::new(first, Duration::from_millis(200), Talker::Gn, false, 8), 50, false);
+        check(
+            GnssReceiver::new(first, Duration::from_millis(200), Talker::Gn, false, 8),
+            50,
+            false,
+        );
     }
 
     #[test]
@@ -314,11 +334,19 @@ mod tests {
 
     #[test]
     fn coordinates_are_degrees_and_minutes_with_hemispheres() {
-        assert_eq!(coordinate(31.5, 2, 'N', 'S'), ("3130.00000".into(), 'N', 31.5));
-        assert_eq!(coordinate(-8.25, 3, 'E', 'W'), ("00815.00000".into(), 'W', -8.25));
+        assert_eq!(
+            coordinate(31.5, 2, 'N', 'S'),
+            ("3130.00000".into(), 'N', 31.5)
+        );
+        assert_eq!(
+            coordinate(-8.25, 3, 'E', 'W'),
+            ("00815.00000".into(), 'W', -8.25)
+        );
         // 59.999999 minutes round up to the next degree, never to a minute of 60.
         assert_eq!(coordinate(1.0 - 1e-9, 2, 'N', 'S').0, "0100.00000");
-        assert_eq!(sentence("GPZDA,1"), "$GPZDA,1*6F\r\n");
+        // The standard's own example sentence.
+        let gga = "GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,";
+        assert_eq!(sentence(gga), format!("${gga}*47\r\n"));
     }
 
     /// The simulator on a real pty, read by path as the serial source reads a port.

@@ -40,7 +40,13 @@ pub fn run(args: SealReaderArgs) -> anyhow::Result<()> {
         protocol: "lines",
     };
     let reader = SealReader::new(period, args.seed);
-    serve_serial(&args.output, args.count, reader, next_second(Utc::now()), &label)
+    serve_serial(
+        &args.output,
+        args.count,
+        reader,
+        next_second(Utc::now()),
+        &label,
+    )
 }
 
 /// One read, as the line states it.
@@ -79,10 +85,7 @@ impl SealReader {
         if self.queue.is_empty() {
             self.truck_arrives();
         }
-        let read = self
-            .queue
-            .pop_front()
-            .unwrap_or_else(|| self.seal());
+        let read = self.queue.pop_front().unwrap_or_else(|| self.seal());
         let line = format!("{},{},{}\r\n", read.seal_id, read.state, read.battery_pct);
         (read, line.into_bytes())
     }
@@ -132,7 +135,11 @@ mod tests {
     use crate::decode::lines::{LineDecoder, LineFormat};
     use qyt_proto::{Body, SealState};
 
-    fn decode(format: &str, reads: usize) -> Vec<(SealRead, Option<(String, SealState, Option<f64>)>)> {
+    /// A decoded seal: id, state, battery.
+    type Seal = (String, SealState, Option<f64>);
+
+    /// `reads` lines decoded with `format`, each with the read it states.
+    fn decode(format: &str, reads: usize) -> Vec<(SealRead, Seal)> {
         let format: LineFormat = toml::from_str(format).expect("format");
         let mut decoder = LineDecoder::new(&format, "reader-1", 256);
         let mut reader = SealReader::new(Duration::from_secs(1), 4);
@@ -142,14 +149,11 @@ mod tests {
                 let out = decoder.feed(&line);
                 assert!(out.rejected.is_empty(), "{:?}", out.rejected);
                 assert_eq!(out.events.len(), 1);
-                let seal = match &out.events[0].body {
-                    Body::Seal(s) => {
-                        assert_eq!(s.device_id.as_deref(), Some("reader-1"));
-                        Some((s.seal_id.0.clone(), s.state, s.battery_pct))
-                    }
-                    _ => None,
+                let Body::Seal(s) = &out.events[0].body else {
+                    panic!("not a seal: {:?}", out.events[0])
                 };
-                (read, seal)
+                assert_eq!(s.device_id.as_deref(), Some("reader-1"));
+                (read, (s.seal_id.0.clone(), s.state, s.battery_pct))
             })
             .collect()
     }
@@ -161,13 +165,18 @@ mod tests {
     #[test]
     fn lines_decode_with_the_default_line_format() {
         // As `qyt-agent decode --protocol lines` reads without --lines-format.
-        let reads = decode("format = \"delimited\"\n[fields]\nseal_id = 0\nstate = 1\n", 2000);
+        let reads = decode(
+            "format = \"delimited\"\n[fields]\nseal_id = 0\nstate = 1\n",
+            2000,
+        );
         for (read, seal) in &reads {
-            assert_eq!(seal.as_ref(), Some(&(read.seal_id.clone(), state(read.state), None)));
+            assert_eq!(seal, &(read.seal_id.clone(), state(read.state), None));
         }
         let count = |s: &str| reads.iter().filter(|(r, _)| r.state == s).count();
         assert!(count("opened") > 10 && count("tampered") > 0 && count("sealed") > 1800);
-        assert!(reads.iter().all(|(r, _)| r.seal_id.len() == 12 && r.seal_id.starts_with("CN2024")));
+        assert!(reads
+            .iter()
+            .all(|(r, _)| r.seal_id.len() == 12 && r.seal_id.starts_with("CN2024")));
     }
 
     #[test]
@@ -177,10 +186,8 @@ mod tests {
             200,
         );
         for (read, seal) in reads {
-            assert_eq!(
-                seal,
-                Some((read.seal_id, state(read.state), Some(f64::from(read.battery_pct))))
-            );
+            let battery = Some(f64::from(read.battery_pct));
+            assert_eq!(seal, (read.seal_id, state(read.state), battery));
         }
     }
 

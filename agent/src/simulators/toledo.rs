@@ -52,7 +52,13 @@ pub fn run(args: ToledoArgs) -> anyhow::Result<()> {
         protocol: "toledo",
     };
     let scale = Weighbridge::new(args.checksum, args.seed);
-    serve_serial(&args.output, args.count, scale, next_second(Utc::now()), &label)
+    serve_serial(
+        &args.output,
+        args.count,
+        scale,
+        next_second(Utc::now()),
+        &label,
+    )
 }
 
 /// What one frame shows.
@@ -64,10 +70,21 @@ pub struct Display {
 
 #[derive(Debug, Clone, Copy)]
 enum Phase {
-    Empty { left: u32 },
+    Empty {
+        left: u32,
+    },
     /// A truck drives on (`on`) or off: `step` of `steps` frames, axles rolling over the deck.
-    Moving { gross_kg: u32, axles: u32, step: u32, steps: u32, on: bool },
-    Settled { gross_kg: u32, left: u32 },
+    Moving {
+        gross_kg: u32,
+        axles: u32,
+        step: u32,
+        steps: u32,
+        on: bool,
+    },
+    Settled {
+        gross_kg: u32,
+        left: u32,
+    },
 }
 
 /// The indicator, one frame at a time.
@@ -98,9 +115,21 @@ impl Weighbridge {
                 } else {
                     self.truck_arrives()
                 };
-                (Display { kg: 0, motion: false }, next)
+                (
+                    Display {
+                        kg: 0,
+                        motion: false,
+                    },
+                    next,
+                )
             }
-            Phase::Moving { gross_kg, axles, step, steps, on } => {
+            Phase::Moving {
+                gross_kg,
+                axles,
+                step,
+                steps,
+                on,
+            } => {
                 let done = step + 1;
                 // Axles on the deck: more and more driving on, fewer and fewer driving off.
                 let on_deck = if on {
@@ -115,7 +144,13 @@ impl Weighbridge {
                     motion: true,
                 };
                 let next = match (done < steps, on) {
-                    (true, _) => Phase::Moving { gross_kg, axles, step: done, steps, on },
+                    (true, _) => Phase::Moving {
+                        gross_kg,
+                        axles,
+                        step: done,
+                        steps,
+                        on,
+                    },
                     (false, true) => Phase::Settled {
                         gross_kg,
                         left: self.rng.random_range(50..100),
@@ -128,7 +163,10 @@ impl Weighbridge {
             }
             Phase::Settled { gross_kg, left } => {
                 let next = if left > 1 {
-                    Phase::Settled { gross_kg, left: left - 1 }
+                    Phase::Settled {
+                        gross_kg,
+                        left: left - 1,
+                    }
                 } else {
                     Phase::Moving {
                         gross_kg,
@@ -138,7 +176,13 @@ impl Weighbridge {
                         on: false,
                     }
                 };
-                (Display { kg: gross_kg, motion: false }, next)
+                (
+                    Display {
+                        kg: gross_kg,
+                        motion: false,
+                    },
+                    next,
+                )
             }
         };
         self.phase = next;
@@ -174,7 +218,11 @@ impl Weighbridge {
     }
 
     fn encode(&self, d: Display) -> Vec<u8> {
-        let b = if d.motion { STATUS_B | MOTION } else { STATUS_B };
+        let b = if d.motion {
+            STATUS_B | MOTION
+        } else {
+            STATUS_B
+        };
         let mut f = vec![STX, STATUS_A, b, STATUS_C];
         f.extend_from_slice(format!("{:06}000000", d.kg / COUNT_KG).as_bytes());
         f.push(CR);
@@ -211,7 +259,8 @@ mod tests {
     /// (zero at the start and after every truck, each truck's gross weight in between).
     fn run_scale(checksum: bool, mode: Checksum, frames: usize) -> (Vec<f64>, Vec<f64>) {
         let mut scale = Weighbridge::new(checksum, 11);
-        let mut decoder = ToledoDecoder::new(Some("wb-1".into()), &ToledoOptions { checksum: mode });
+        let mut decoder =
+            ToledoDecoder::new(Some("wb-1".into()), &ToledoOptions { checksum: mode });
         let (mut decoded, mut expected) = (Vec::new(), Vec::new());
         let mut moved = true;
         for _ in 0..frames {
@@ -246,7 +295,9 @@ mod tests {
         assert_eq!(decoded, expected);
         let trucks: Vec<f64> = decoded.iter().copied().filter(|&kg| kg > 0.0).collect();
         assert!(trucks.len() >= 15, "{decoded:?}");
-        assert!(trucks.iter().all(|kg| (14_000.0..=49_000.0).contains(kg) && kg % 20.0 == 0.0));
+        assert!(trucks
+            .iter()
+            .all(|kg| (14_000.0..=49_000.0).contains(kg) && kg % 20.0 == 0.0));
         // Every truck is followed by the empty scale.
         for pair in decoded.windows(2) {
             assert!(pair[0] == 0.0 || pair[1] == 0.0, "{decoded:?}");
@@ -267,7 +318,13 @@ mod tests {
     fn frames_are_as_the_manuals_lay_them_out() {
         let mut scale = Weighbridge::new(true, 1);
         let (display, bytes) = scale.frame();
-        assert_eq!(display, Display { kg: 0, motion: false });
+        assert_eq!(
+            display,
+            Display {
+                kg: 0,
+                motion: false
+            }
+        );
         assert_eq!(&bytes[..17], b"\x021\x30 000000000000\r");
         let sum = bytes[..17].iter().fold(0u8, |s, &x| s.wrapping_add(x));
         assert_eq!(sum.wrapping_add(bytes[17]) & 0x7F, 0);

@@ -91,8 +91,13 @@ async fn run_inner(
     // tallies and one file's metadata, short enough for an async worker.
     update_gauges(&metrics, &buffer.stats(), buffer.disk_bytes());
     let status = StatusSource::new(site.clone(), metrics.clone(), now());
-    let (client, eventloop) =
+    let (client, mut eventloop) =
         AsyncClient::new(mqtt_options(&cfg, &site, tls, &status), request_room(&cfg));
+    // Batches and acks are small and latency matters (device → hub commit); Nagle's algorithm
+    // held them back by tens of milliseconds.
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let (link_tx, mut link_rx) = mpsc::channel(256);
     let stopping = Arc::new(AtomicBool::new(false));
     let poller = Poller {

@@ -1,7 +1,7 @@
 //! The HTTP API (JSON) for the command centre, the declaration system, enterprises and admins,
 //! plus `/healthz` and `/metrics`.
 //!
-//! Every route is declared once, in [`routes`], with the roles it admits; the router is built
+//! Every route is declared once, in `routes()` ([`route_table`] lists it), with the roles it admits; the router is built
 //! from that table, so the access rules, the role tests and the OpenAPI check all read the same
 //! list. A missing or unknown token answers 401, a role not admitted 403; resources of another
 //! enterprise answer 404, as if they did not exist.

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 description of this API, served at `/api/openapi.json`.
 //!
 //! Written by hand (`openapi.json` beside this file) rather than generated from annotations:
-//! the router is a plain table ([`super::routes`]), and a test checks the document against it
+//! the router is a plain table (`routes()` in the parent module), and a test checks the document against it
 //! both ways — every route documented with the roles it admits, nothing documented that the
 //! router does not serve — so the two cannot drift apart unnoticed.
 

@@ -143,18 +143,6 @@ impl Engine {
         e
     }
 
-    pub fn config(&self) -> &SupervisionConfig {
-        &self.cfg
-    }
-
-    pub fn transit(&self, id: &TransitId) -> Option<&Transit> {
-        self.transits.get(id)
-    }
-
-    pub fn alarm(&self, id: AlarmId) -> Option<&Alarm> {
-        self.alarms.get(&id)
-    }
-
     fn index(&mut self, t: &Transit) {
         let id = t.id().clone();
         self.by_plate
@@ -732,6 +720,19 @@ impl Engine {
                         );
                         t.in_transit = Some(pc.seen());
                     }
+                }
+                Direction::Out if site == origin && t.departed.is_none() => {
+                    // The destination's data came first: the departure is history, recorded
+                    // in its place in the timeline without moving the status back.
+                    t.origin_check.plate = Some(plate.to_string());
+                    t.origin_check.gate = Some(c.seen());
+                    t.departed = Some(c.seen());
+                    e.note(
+                        t,
+                        c,
+                        format!("left {site} through lane {} (reported late)", g.lane),
+                    );
+                    e.weigh_end(t, &site, true, c.now);
                 }
                 Direction::In if site == destination && t.status < Status::Arrived => {
                     let skipped = if t.status < Status::Departed {

@@ -116,7 +116,7 @@ impl Rig {
     }
 
     fn transit(&self) -> &Transit {
-        self.e.transit(&TransitId::new("T-1").unwrap()).unwrap()
+        &self.e.transits[&TransitId::new("T-1").unwrap()]
     }
 
     fn alarms(&self, rule: Rule) -> Vec<&Alarm> {
@@ -260,7 +260,7 @@ fn clean_transit_goes_through_every_status_each_caused_by_its_event() {
     assert_eq!(c.audit[0].action, "transit.release");
     assert_eq!(c.audit[0].from_state.as_deref(), Some("verified"));
     // Released: no longer held, its plate free for the next declaration.
-    assert!(r.e.transit(&TransitId::new("T-1").unwrap()).is_none());
+    assert!(!r.e.transits.contains_key(&TransitId::new("T-1").unwrap()));
     let mut next = declaration();
     next.id = TransitId::new("T-2").unwrap();
     assert!(r.e.declare(next, false, &operator(), r.now).is_ok());
@@ -710,4 +710,25 @@ fn declarations_are_checked() {
         panic!()
     };
     assert_eq!(problems.len(), 3, "{problems:?}");
+}
+
+#[test]
+fn a_departure_reported_after_the_arrival_takes_its_place_in_the_timeline() {
+    let mut r = Rig::new();
+    r.live("origin", 10, seal("S1", SealState::Sealed));
+    r.live("origin", 11, seal("S2", SealState::Sealed));
+    // The origin's gate camera data is delayed; the destination's arrives first.
+    r.live("dest", 3600, gate(Direction::In, "沪A12345"));
+    assert_eq!(r.transit().status, Status::Arrived);
+    r.clock(3700);
+    r.event("origin", 60, gate(Direction::Out, "沪A12345"));
+    let t = r.transit();
+    assert_eq!(t.status, Status::Arrived, "the status does not move back");
+    assert_eq!(
+        t.departed.as_ref().map(|d| d.at),
+        Some(t0() + Duration::seconds(60))
+    );
+    let rec = t.reconciliation(2.0).unwrap();
+    assert_eq!(rec.elapsed.elapsed_s, Some(3540));
+    assert!(rec.plate.matches);
 }

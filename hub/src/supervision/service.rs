@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::progress::{Progress, MAX_MISSING_RANGES};
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
-use crate::supervision::alarm::{Alarm, AlarmId};
+use crate::supervision::alarm::Alarm;
 use crate::supervision::engine::{Changes, Engine, EngineError, SitePresence};
 use crate::supervision::geo::Area;
 use crate::supervision::persist;
@@ -112,6 +112,9 @@ pub struct Supervision {
     updates: broadcast::Sender<Update>,
     clock: Arc<dyn Clock>,
     tick_every: Duration,
+    /// Immutable copies, so async callers never wait for the engine's lock to read them.
+    sites: Arc<Vec<SiteId>>,
+    cfg: Arc<SupervisionConfig>,
 }
 
 /// Called after a step that changed a transit's status is recorded (wakes the webhook sender).
@@ -129,7 +132,7 @@ struct Inner {
 }
 
 impl Supervision {
-    /// Loads the engine's state from the database that [`Store::open`] created.
+    /// Loads the engine's state from the database that `Store::open` created.
     pub fn open(
         path: &Path,
         cfg: SupervisionConfig,
@@ -141,6 +144,8 @@ impl Supervision {
     ) -> Result<Supervision, StoreError> {
         let conn = Store::writer(path)?;
         let tick_every = Duration::from_secs(cfg.tick_s);
+        let shared_cfg = Arc::new(cfg.clone());
+        let site_list = Arc::new(sites.keys().cloned().collect());
         let mut inner = Inner {
             engine: Engine::new(cfg.clone(), sites.clone(), vec![], vec![], 1),
             conn,
@@ -161,6 +166,8 @@ impl Supervision {
             updates: broadcast::channel(UPDATES_BUFFER).0,
             clock,
             tick_every,
+            sites: site_list,
+            cfg: shared_cfg,
         })
     }
 
@@ -205,7 +212,7 @@ impl Supervision {
     }
 
     fn all_sites(&self) -> Vec<SiteId> {
-        self.lock().sites.keys().cloned().collect()
+        self.sites.to_vec()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -215,18 +222,30 @@ impl Supervision {
     async fn step(&self, tick: bool) {
         let this = self.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let mut inner = this.lock();
-            let dirty = this.feed.take();
-            for site in dirty {
+            let mut dirty = this.feed.take();
+            if tick {
+                // Also a safety net: events whose wake-up was missed wait one tick at most.
+                dirty.extend(this.all_sites());
+            }
+            for site in &dirty {
                 let span = info_span!("supervise", site = %site);
                 let _enter = span.enter();
-                if let Err(e) = inner.catch_up(&site, &*this.clock, &this.updates) {
-                    error!(error = %e, "supervision could not record its changes; rebuilt from the database, will retry");
-                    this.feed.committed([site]);
-                    return;
+                // A chunk per lock: operators' actions get their turn during a long catch-up.
+                loop {
+                    let applied = this.lock().catch_up_chunk(site, &*this.clock, &this.updates);
+                    match applied {
+                        Ok(true) => continue,
+                        Ok(false) => break,
+                        Err(e) => {
+                            error!(error = %e, "supervision could not record its changes; rebuilt from the database, will retry");
+                            this.feed.committed(dirty.iter().cloned());
+                            return;
+                        }
+                    }
                 }
             }
             if tick {
+                let mut inner = this.lock();
                 if let Err(e) = inner.tick(this.clock.now(), &this.updates) {
                     error!(error = %e, "supervision could not record its timers; rebuilt from the database, will retry");
                 }
@@ -263,18 +282,8 @@ impl Supervision {
         })
     }
 
-    /// An open alarm as the engine holds it.
-    pub fn open_alarm(&self, id: AlarmId) -> Option<Alarm> {
-        self.lock().engine.alarm(id).cloned()
-    }
-
-    /// An open transit as the engine holds it.
-    pub fn open_transit(&self, id: &TransitId) -> Option<Transit> {
-        self.lock().engine.transit(id).cloned()
-    }
-
-    pub fn config(&self) -> SupervisionConfig {
-        self.lock().cfg.clone()
+    pub fn config(&self) -> &SupervisionConfig {
+        &self.cfg
     }
 }
 
@@ -330,64 +339,57 @@ impl Inner {
         Ok(())
     }
 
-    /// Applies the stored events of `site` not applied yet, in seq order, a chunk per
-    /// transaction.
-    fn catch_up(
+    /// Applies the next chunk of `site`'s stored events not applied yet, in seq order, in one
+    /// transaction. Whether it applied any (call again until it does not).
+    fn catch_up_chunk(
         &mut self,
         site: &SiteId,
         clock: &dyn Clock,
         updates: &broadcast::Sender<Update>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let Some(p) = self.progress.get(site) else {
-            return Ok(());
+            return Ok(false);
         };
+        // Unapplied events can only be in the holes of what was applied, or above it.
         let mut ranges: Vec<(u64, u64)> = p
             .missing(MAX_MISSING_RANGES)
             .into_iter()
             .map(|[a, b]| (a, b))
             .collect();
         ranges.push((p.highest() + 1, MAX_SEQ));
-        for (mut from, to) in ranges {
-            loop {
-                let events = persist::events(&self.conn, site, from, to, CHUNK)?;
-                let Some(last) = events.last() else { break };
-                let last_seq = match last {
-                    Ok(e) => e.seq.0,
-                    Err((seq, _)) => *seq,
-                };
-                let full = events.len() == CHUNK;
-                let applied = events.len() as u64;
-                let mut changes = Changes::default();
-                let mut progress = self.progress.get(site).cloned().unwrap_or_default();
-                let now = clock.now();
-                for e in events {
-                    match e {
-                        Ok(e) => {
-                            if let Body::Gap(gap) = &e.body {
-                                for [a, b] in &gap.ranges {
-                                    progress.record_dropped(a.0, b.0);
-                                }
+        for (from, to) in ranges {
+            let events = persist::events(&self.conn, site, from, to, CHUNK)?;
+            if events.is_empty() {
+                continue;
+            }
+            let applied = events.len() as u64;
+            let mut changes = Changes::default();
+            let mut progress = self.progress.get(site).cloned().unwrap_or_default();
+            let now = clock.now();
+            for e in events {
+                match e {
+                    Ok(e) => {
+                        if let Body::Gap(gap) = &e.body {
+                            for [a, b] in &gap.ranges {
+                                progress.record_dropped(a.0, b.0);
                             }
-                            changes.merge(self.engine.apply(&e, now));
-                            progress.record_stored(&[e.seq.0]);
                         }
-                        Err((seq, why)) => {
-                            warn!(seq, error = %why, "stored event cannot be decoded; skipped by supervision");
-                            progress.record_stored(&[seq]);
-                        }
+                        changes.merge(self.engine.apply(&e, now));
+                        progress.record_stored(&[e.seq.0]);
+                    }
+                    Err((seq, why)) => {
+                        warn!(seq, error = %why, "stored event cannot be decoded; skipped by supervision");
+                        progress.record_stored(&[seq]);
                     }
                 }
-                self.commit(&changes, &BTreeMap::from([(site, &progress)]), updates)?;
-                debug!(applied, "applied a chunk");
-                self.metrics.supervised(applied);
-                self.progress.insert(site.clone(), progress);
-                if !full {
-                    break;
-                }
-                from = last_seq + 1;
             }
+            self.commit(&changes, &BTreeMap::from([(site, &progress)]), updates)?;
+            debug!(applied, "applied a chunk");
+            self.metrics.supervised(applied);
+            self.progress.insert(site.clone(), progress);
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     fn tick(

@@ -207,5 +207,8 @@ async fn many_queued_batches_share_transactions_and_all_get_acked() {
         assert_eq!(hub.site(site).await["stored_events"], 1000);
     }
     assert_eq!(hub.metric("qyt_hub_batches_ingested_total").await, 60);
+    // Supervision applied each stored event once, in chunks, whatever its wake-ups.
+    hub.supervision.settle().await;
+    assert_eq!(hub.metric("qyt_hub_supervised_events_total").await, 3000);
     hub.stop().await;
 }
