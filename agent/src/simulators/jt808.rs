@@ -258,6 +258,8 @@ impl ELock {
     pub fn new(phone: &str, seed: u64, open_after: Option<u64>) -> Option<ELock> {
         let mut rng = StdRng::seed_from_u64(seed);
         let truck = Truck::new(CHECKPOINT, &mut rng);
+        // Only its framing, serials, registration and authentication are used: reports are
+        // built here, from `truck`, with the e-lock's items.
         let sim = SimTerminal::new(phone, Version::V2013, 0.0, 0.0, seed)?;
         // The lock is named by its terminal's last ten digits, as e-lock vendors print them.
         let digits = format!("{phone:0>10}");

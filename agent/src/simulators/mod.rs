@@ -93,7 +93,7 @@ pub struct SerialOut {
 }
 
 /// Transmissions written to `--out FILE` when no `--count` is given: a file needs an end.
-pub const DEFAULT_FILE_COUNT: u64 = 300;
+const DEFAULT_FILE_COUNT: u64 = 300;
 
 /// How long a finished pty simulator waits for its reader to take the last bytes: a pty's
 /// buffered bytes are lost when the simulator closes it.
@@ -114,6 +114,8 @@ pub struct SerialLabel {
     pub device: String,
     /// The `protocol` of the serial source that reads it.
     pub protocol: &'static str,
+    /// What one transmission is, in the plural: "fixes", "frames", "reads".
+    pub unit: &'static str,
 }
 
 /// Sends `device`'s stream as `out` says: `count` transmissions (without one: until stopped on
@@ -130,8 +132,9 @@ fn serve_serial<D: SerialDevice>(
             let n = count.unwrap_or(DEFAULT_FILE_COUNT);
             write_file(file, device, n)?;
             println!(
-                "{}: {n} transmissions written to {}",
+                "{}: {n} {} written to {}",
                 label.device,
+                label.unit,
                 file.display()
             );
             Ok(())
@@ -150,7 +153,7 @@ fn serve_serial<D: SerialDevice>(
                 label.protocol
             );
             let report = serve_pty(&mut pty, device, first, count, interrupted()).await?;
-            print!("{}: {} transmissions sent", label.device, report.sent);
+            print!("{}: {} {} sent", label.device, report.sent, label.unit);
             if report.unread > 0 {
                 print!(
                     "; {} bytes were still unread when it closed (is anything reading {}?)",

@@ -77,6 +77,7 @@ pub fn run(args: NmeaArgs) -> anyhow::Result<()> {
             args.rate
         ),
         protocol: "nmea",
+        unit: "fixes",
     };
     serve_serial(&args.output, args.count, receiver, first, &label)
 }

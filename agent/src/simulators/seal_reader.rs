@@ -38,6 +38,7 @@ pub fn run(args: SealReaderArgs) -> anyhow::Result<()> {
     let label = SerialLabel {
         device: format!("e-seal reader (delimited lines, {} reads/s)", args.rate),
         protocol: "lines",
+        unit: "reads",
     };
     let reader = SealReader::new(period, args.seed);
     serve_serial(

@@ -50,6 +50,7 @@ pub fn run(args: ToledoArgs) -> anyhow::Result<()> {
             if args.checksum { "on" } else { "off" }
         ),
         protocol: "toledo",
+        unit: "frames",
     };
     let scale = Weighbridge::new(args.checksum, args.seed);
     serve_serial(

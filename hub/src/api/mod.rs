@@ -32,7 +32,7 @@ pub use error::ApiError;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, info_span, Instrument};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -240,9 +240,10 @@ async fn guard(
             ),
         ));
     }
-    debug!(caller = %caller.name, role = %caller.role, path = %req.uri().path(), "api call");
+    let span = info_span!("api", caller = %caller.name, role = %caller.role, method = %req.method(), path = %req.uri().path());
+    debug!(parent: &span, "api call");
     req.extensions_mut().insert::<Caller>(caller);
-    Ok(next.run(req).await)
+    Ok(next.run(req).instrument(span).await)
 }
 
 /// Runs a read on the API's database connection, off the async workers.
