@@ -467,7 +467,9 @@ name = "x"
     #[test]
     fn shipped_example_configs_are_valid() {
         for name in ["agent.toml", "agent-devices.toml"] {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config").join(name);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../config")
+                .join(name);
             match load(&path) {
                 Ok(c) if name == "agent-devices.toml" => assert_eq!(c.sources.len(), 5),
                 Ok(_) => {}

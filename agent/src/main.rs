@@ -69,16 +69,27 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Decode { protocol, hex, device_id, lines_format, file } => return match decode(protocol, hex, &device_id, lines_format, file) {
-            Ok(counts) => {
-                eprintln!("decoded {} event(s), rejected {} frame(s)", counts.events, counts.rejected);
-                ExitCode::SUCCESS
+        Command::Decode {
+            protocol,
+            hex,
+            device_id,
+            lines_format,
+            file,
+        } => {
+            return match decode(protocol, hex, &device_id, lines_format, file) {
+                Ok(counts) => {
+                    eprintln!(
+                        "decoded {} event(s), rejected {} frame(s)",
+                        counts.events, counts.rejected
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("decode failed: {e:#}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("decode failed: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        }
     };
     let config = match qyt_agent::config::load(&cli.config) {
         Ok(c) => c,
@@ -121,8 +132,10 @@ fn decode(
 ) -> anyhow::Result<qyt_agent::offline::Counts> {
     let lines = match lines_format {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("{} is not a valid line format", path.display()))?
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("{} is not a valid line format", path.display()))?
         }
         None => toml::from_str("format = \"delimited\"\n[fields]\nseal_id = 0\nstate = 1\n")
             .context("built-in line format")?,
@@ -132,10 +145,19 @@ fn decode(
     let (mut out, mut err) = (stdout.lock(), stderr.lock());
     let counts = match file {
         Some(path) => {
-            let f = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            let f = std::fs::File::open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
             qyt_agent::offline::decode(protocol, hex, device_id, &lines, f, &mut out, &mut err)?
         }
-        None => qyt_agent::offline::decode(protocol, hex, device_id, &lines, std::io::stdin().lock(), &mut out, &mut err)?,
+        None => qyt_agent::offline::decode(
+            protocol,
+            hex,
+            device_id,
+            &lines,
+            std::io::stdin().lock(),
+            &mut out,
+            &mut err,
+        )?,
     };
     Ok(counts)
 }

@@ -36,19 +36,24 @@ impl Decoder {
     fn new(protocol: Protocol, device_id: &str, lines: &LineFormat) -> Decoder {
         match protocol {
             Protocol::Nmea => Decoder::Nmea(NmeaDecoder::new(device_id, MAX_FRAME)),
-            Protocol::Jt808 => Decoder::Jt808(Box::new(Session::for_capture(Arc::new(SessionConfig {
-                // A capture is decoded without authentication, so no key is needed.
-                auth_secret: Vec::new(),
-                terminals: Default::default(),
-                seal_from_door_bit: false,
-                max_frame_bytes: MAX_FRAME,
-                reassembly: ReassemblyLimits {
-                    max_messages: 16,
-                    max_bytes: 1 << 20,
-                    max_age: TimeDelta::days(365),
-                },
-            })))),
-            Protocol::Toledo => Decoder::Toledo(ToledoDecoder::new(Some(device_id.to_string()), &ToledoOptions::default())),
+            Protocol::Jt808 => {
+                Decoder::Jt808(Box::new(Session::for_capture(Arc::new(SessionConfig {
+                    // A capture is decoded without authentication, so no key is needed.
+                    auth_secret: Vec::new(),
+                    terminals: Default::default(),
+                    seal_from_door_bit: false,
+                    max_frame_bytes: MAX_FRAME,
+                    reassembly: ReassemblyLimits {
+                        max_messages: 16,
+                        max_bytes: 1 << 20,
+                        max_age: TimeDelta::days(365),
+                    },
+                }))))
+            }
+            Protocol::Toledo => Decoder::Toledo(ToledoDecoder::new(
+                Some(device_id.to_string()),
+                &ToledoOptions::default(),
+            )),
             Protocol::Lines => Decoder::Lines(LineDecoder::new(lines, device_id, MAX_FRAME)),
         }
     }
@@ -128,7 +133,13 @@ pub fn decode(
     Ok(counts)
 }
 
-fn emit(o: Output, now: DateTime<Utc>, counts: &mut Counts, out: &mut impl Write, err: &mut impl Write) -> io::Result<()> {
+fn emit(
+    o: Output,
+    now: DateTime<Utc>,
+    counts: &mut Counts,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> io::Result<()> {
     for d in o.events {
         counts.events += 1;
         writeln!(out, "{}", event_json(&d, now))?;
@@ -145,7 +156,10 @@ fn emit(o: Output, now: DateTime<Utc>, counts: &mut Counts, out: &mut impl Write
 pub fn event_json(d: &Decoded, now: DateTime<Utc>) -> Value {
     let mut body = serde_json::to_value(&d.body).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut body {
-        let at = d.observed_at.unwrap_or(now).to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        let at = d
+            .observed_at
+            .unwrap_or(now)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true);
         map.insert("observed_at".into(), Value::String(at));
     }
     body
@@ -153,7 +167,12 @@ pub fn event_json(d: &Decoded, now: DateTime<Utc>) -> Value {
 
 fn rejection_line(r: &Rejected) -> String {
     let sample: String = r.sample.iter().map(|b| format!("{b:02x}")).collect();
-    format!("rejected: {}: {} [{} sample bytes: {sample}]", r.reason, r.detail, r.sample.len())
+    format!(
+        "rejected: {}: {} [{} sample bytes: {sample}]",
+        r.reason,
+        r.detail,
+        r.sample.len()
+    )
 }
 
 fn unhex(token: &str) -> Option<Vec<u8>> {
@@ -172,42 +191,70 @@ mod tests {
 
     fn run(protocol: Protocol, hex: bool, input: &[u8]) -> (Vec<Value>, Vec<String>, Counts) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let lines: LineFormat = toml::from_str("format = \"delimited\"\n[fields]\nseal_id = 0\nstate = 1\n").unwrap();
+        let lines: LineFormat =
+            toml::from_str("format = \"delimited\"\n[fields]\nseal_id = 0\nstate = 1\n").unwrap();
         let counts = decode(protocol, hex, "dev-1", &lines, input, &mut out, &mut err).unwrap();
-        let events = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let rejected = String::from_utf8(err).unwrap().lines().map(String::from).collect();
+        let events = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let rejected = String::from_utf8(err)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
         (events, rejected, counts)
     }
 
     #[test]
     fn jt808_testdata_frames_decode_and_the_bad_one_is_rejected() {
-        let tsv = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/jt808/frames.tsv")).unwrap();
+        let tsv = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/testdata/jt808/frames.tsv"
+        ))
+        .unwrap();
         let (events, rejected, _) = run(Protocol::Jt808, true, &tsv);
         let positions: Vec<&Value> = events.iter().filter(|e| e["kind"] == "position").collect();
         assert!(!positions.is_empty());
         // Row 3 of the testdata: lat 22.375883, lon 113.562653, device time in Beijing time.
-        let p = positions.iter().find(|p| (p["lat"].as_f64().unwrap() - 22.375883).abs() < 1e-6).unwrap();
+        let p = positions
+            .iter()
+            .find(|p| (p["lat"].as_f64().unwrap() - 22.375883).abs() < 1e-6)
+            .unwrap();
         assert!((p["lon"].as_f64().unwrap() - 113.562653).abs() < 1e-6);
         assert!(p["observed_at"].as_str().unwrap().ends_with('Z'), "{p}");
-        assert_eq!(rejected.iter().filter(|r| r.contains("checksum")).count(), 1, "{rejected:?}");
+        assert_eq!(
+            rejected.iter().filter(|r| r.contains("checksum")).count(),
+            1,
+            "{rejected:?}"
+        );
     }
 
     #[test]
     fn nmea_capture_yields_dated_positions_with_signed_degrees() {
-        let log = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/nmea/bu353s4.log")).unwrap();
+        let log = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/testdata/nmea/bu353s4.log"
+        ))
+        .unwrap();
         let (events, rejected, counts) = run(Protocol::Nmea, false, &log);
         assert!(rejected.is_empty(), "{rejected:?}");
         assert_eq!(counts.events as usize, events.len());
         let first = &events[0];
         assert_eq!(first["kind"], "position");
         assert_eq!(first["observed_at"], "2014-12-31T03:07:19Z");
-        assert!((first["lat"].as_f64().unwrap() + 37.784788333).abs() < 1e-6, "{first}");
+        assert!(
+            (first["lat"].as_f64().unwrap() + 37.784788333).abs() < 1e-6,
+            "{first}"
+        );
         assert!(first["speed_kmh"].as_f64().is_some() && first["course"].as_f64().is_some());
     }
 
     #[test]
     fn lines_and_garbage() {
-        let (events, rejected, _) = run(Protocol::Lines, false, b"CN001,sealed\n\nCN002,exploded\n");
+        let (events, rejected, _) =
+            run(Protocol::Lines, false, b"CN001,sealed\n\nCN002,exploded\n");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0]["seal_id"], "CN001");
         assert_eq!(rejected.len(), 1, "{rejected:?}");

@@ -3,7 +3,9 @@
 //! `config/agent.toml`):
 //!
 //! - `<prefix>/<lane>/plate` when a truck reaches a lane's camera:
-//!   `{"msgId", "plateNo", "direction", "confidence", "imageUrl", "ts"}` (`ts` in Unix ms);
+//!   `{"msgId", "plateNo", "direction", "confidence", "image", "ts"}` (`image` the snapshot's
+//!   URL, `ts` Unix ms), every field of which the `lane-cameras` source of
+//!   `config/agent-devices.toml` maps;
 //! - `<prefix>/<lane>/loop` when it has passed the barrier's loop (by the time the next truck
 //!   reaches that lane's camera): `{"msgId", "direction", "event": "passed", "ts"}`.
 //!
@@ -173,7 +175,7 @@ impl GateLanes {
             "plateNo": super::plate(&mut self.rng),
             "direction": direction,
             "confidence": (self.rng.random_range(0.80..0.999f64) * 1000.0).round() / 1000.0,
-            "imageUrl": format!("http://lane{lane}-cam.local/snapshots/{msg_id}.jpg"),
+            "image": format!("http://lane{lane}-cam.local/snapshots/{msg_id}.jpg"),
             "ts": now_ms,
         });
         out.push(Message {
@@ -370,6 +372,24 @@ mod tests {
         toml::from_str(&table).expect("the example mapping parses")
     }
 
+    /// The `lane/+/plate` topic of the `lane-cameras` source in config/agent-devices.toml.
+    fn devices_config_mapping() -> TopicMapping {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/agent-devices.toml");
+        let text = std::fs::read_to_string(path).expect("config/agent-devices.toml");
+        let config: toml::Value = toml::from_str(&text).expect("TOML");
+        let source = config["source"]
+            .as_array()
+            .and_then(|s| {
+                s.iter()
+                    .find(|s| s["name"].as_str() == Some("lane-cameras"))
+            })
+            .expect("the lane-cameras source");
+        source["topic"][0]
+            .clone()
+            .try_into()
+            .expect("a topic mapping")
+    }
+
     fn payload(m: &Message) -> Value {
         serde_json::from_slice(&m.payload).expect("JSON")
     }
@@ -406,11 +426,8 @@ mod tests {
     }
 
     #[test]
-    fn every_field_maps_with_a_full_mapping_and_every_truck_passes_its_loop() {
-        let plate: TopicMapping = toml::from_str(
-            "filter = \"lane/+/plate\"\nkind = \"gate\"\nid_field = \"msgId\"\nobserved_at_field = \"ts\"\n[fields]\nlane = \"$topic[1]\"\nplate = \"plateNo\"\nimage_ref = \"imageUrl\"\n",
-        )
-        .expect("mapping");
+    fn every_field_maps_with_the_devices_config_and_every_truck_passes_its_loop() {
+        let plate = devices_config_mapping();
         let passed: TopicMapping = toml::from_str(
             "filter = \"lane/+/loop\"\nkind = \"gate\"\nid_field = \"msgId\"\nobserved_at_field = \"ts\"\n[fields]\nlane = \"$topic[1]\"\n",
         )
@@ -447,7 +464,7 @@ mod tests {
                 direction,
                 plate: is_plate.then(|| p["plateNo"].as_str().expect("plate").to_string()),
                 confidence: p["confidence"].as_f64(),
-                image_ref: p["imageUrl"].as_str().map(String::from),
+                image_ref: p["image"].as_str().map(String::from),
             };
             assert_eq!(g, expected);
             // A lane holds one truck between its camera and its loop.

@@ -193,7 +193,10 @@ impl Checkpoint {
                 plate: Some(truck.plate.clone()),
                 confidence: Some(self.rng.random_range(0.85..0.999)),
                 // Numbered, not timed, so a seed gives the same events whenever it runs.
-                image_ref: Some(format!("lane-cam/{lane}/{:08}.jpg", self.rng.random_range(0..100_000_000u32))),
+                image_ref: Some(format!(
+                    "lane-cam/{lane}/{:08}.jpg",
+                    self.rng.random_range(0..100_000_000u32)
+                )),
             })
         } else if roll < 90 {
             let opened = self.rng.random_range(0..1000) < self.opened_per_mille;
