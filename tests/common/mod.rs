@@ -30,11 +30,76 @@ fn shipped_hub_auth() -> String {
     shipped[start..].to_string()
 }
 
-pub struct Hub {
+/// A `qyt-*` process started from a config file, ready once its `/healthz` answers 200.
+pub struct Service {
     pub proc: Proc,
-    pub broker: SocketAddr,
     pub http: SocketAddr,
     pub config: PathBuf,
+    binary: &'static str,
+}
+
+impl Service {
+    fn start(binary: &'static str, config: PathBuf, http: SocketAddr) -> Service {
+        let mut service = Service {
+            proc: Self::spawn(binary, &config),
+            http,
+            config,
+            binary,
+        };
+        service.wait_ready();
+        service
+    }
+
+    fn spawn(binary: &'static str, config: &Path) -> Proc {
+        let name = binary.trim_start_matches("qyt-");
+        Proc::spawn(
+            name,
+            binary,
+            &["--config", config.to_str().unwrap()],
+            config.parent().unwrap(),
+        )
+    }
+
+    /// Starts the process again with the same config (after a kill or a stop).
+    pub fn restart(&mut self) {
+        self.proc = Self::spawn(self.binary, &self.config);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let url = format!("http://{}/healthz", self.http);
+        let (proc, binary) = (&mut self.proc, self.binary);
+        wait_until(60, &format!("{binary} to be ready"), || {
+            assert!(proc.is_running(), "{binary} exited: {}", proc.log_text());
+            ureq::get(&url)
+                .call()
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        });
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        scrape(self.http, name)
+    }
+}
+
+pub struct Hub {
+    pub service: Service,
+    pub broker: SocketAddr,
+}
+
+impl std::ops::Deref for Hub {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
+    }
+}
+
+impl std::ops::DerefMut for Hub {
+    fn deref_mut(&mut self) -> &mut Service {
+        &mut self.service
+    }
 }
 
 impl Hub {
@@ -59,43 +124,10 @@ impl Hub {
             ),
         )
         .unwrap();
-        let mut hub = Hub {
-            proc: Proc::spawn(
-                "hub",
-                "qyt-hub",
-                &["--config", config.to_str().unwrap()],
-                dir,
-            ),
+        Hub {
+            service: Service::start("qyt-hub", config, http),
             broker,
-            http,
-            config,
-        };
-        hub.wait_ready();
-        hub
-    }
-
-    pub fn restart(&mut self) {
-        let dir = self.config.parent().unwrap().to_path_buf();
-        self.proc = Proc::spawn(
-            "hub",
-            "qyt-hub",
-            &["--config", self.config.to_str().unwrap()],
-            &dir,
-        );
-        self.wait_ready();
-    }
-
-    fn wait_ready(&mut self) {
-        let url = format!("http://{}/healthz", self.http);
-        let proc = &mut self.proc;
-        wait_until(60, "the hub to be ready", || {
-            assert!(proc.is_running(), "hub exited: {}", proc.log_text());
-            ureq::get(&url)
-                .call()
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        });
+        }
     }
 
     pub fn get(&self, path: &str) -> Value {
@@ -139,10 +171,6 @@ impl Hub {
         }
     }
 
-    pub fn metric(&self, name: &str) -> f64 {
-        scrape(self.http, name)
-    }
-
     /// The seal ids of the stored seal events, in seq order.
     pub fn events_kind_seal_ids(&self) -> Vec<String> {
         self.events()
@@ -167,9 +195,20 @@ pub fn scrape(http: SocketAddr, name: &str) -> f64 {
 }
 
 pub struct Agent {
-    pub proc: Proc,
-    pub http: SocketAddr,
-    pub config: PathBuf,
+    pub service: Service,
+}
+
+impl std::ops::Deref for Agent {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut Service {
+        &mut self.service
+    }
 }
 
 impl Agent {
@@ -202,46 +241,9 @@ impl Agent {
             ),
         )
         .unwrap();
-        let mut agent = Agent {
-            proc: Proc::spawn(
-                "agent",
-                "qyt-agent",
-                &["--config", config.to_str().unwrap()],
-                dir,
-            ),
-            http,
-            config,
-        };
-        agent.wait_ready();
-        agent
-    }
-
-    pub fn restart(&mut self) {
-        let dir = self.config.parent().unwrap().to_path_buf();
-        self.proc = Proc::spawn(
-            "agent",
-            "qyt-agent",
-            &["--config", self.config.to_str().unwrap()],
-            &dir,
-        );
-        self.wait_ready();
-    }
-
-    fn wait_ready(&mut self) {
-        let url = format!("http://{}/healthz", self.http);
-        let proc = &mut self.proc;
-        wait_until(60, "the agent to be ready", || {
-            assert!(proc.is_running(), "agent exited: {}", proc.log_text());
-            ureq::get(&url)
-                .call()
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        });
-    }
-
-    pub fn metric(&self, name: &str) -> f64 {
-        scrape(self.http, name)
+        Agent {
+            service: Service::start("qyt-agent", config, http),
+        }
     }
 }
 
