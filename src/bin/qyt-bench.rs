@@ -67,7 +67,17 @@ struct Args {
     /// uses --crash-messages.
     #[arg(long)]
     peer_messages: Option<u64>,
-    #[arg(long, default_value = "/work/shared/bench/peer_mosquitto_bridge.py")]
+    /// JT/T 808 terminals connected to one agent at once [default: 10000; quick 1000].
+    #[arg(long)]
+    jt808_terminals: Option<u64>,
+    /// Seconds the JT/T 808 terminals are measured for, each reporting every 10 s [default: 30;
+    /// quick 10].
+    #[arg(long)]
+    jt808_seconds: Option<u64>,
+    /// Run only the JT/T 808 step (sizing a deployment of many terminals).
+    #[arg(long)]
+    jt808_only: bool,
+    #[arg(long, default_value = "../shared/bench/peer_mosquitto_bridge.py")]
     peer_script: PathBuf,
     /// Keep the temp dir (configs, logs, databases) and print where it is.
     #[arg(long)]
@@ -87,6 +97,8 @@ struct Sizes {
     crash_messages: u64,
     peer_messages: u64,
     peer_outage_wait_s: u64,
+    jt808_terminals: u64,
+    jt808_seconds: u64,
 }
 
 impl Sizes {
@@ -106,6 +118,8 @@ impl Sizes {
             peer_messages: pick(a.peer_messages, 100_000, 10_000),
             // The peer waits this long for a backlog it lost; 60 s is the script's default.
             peer_outage_wait_s: if a.quick { 10 } else { 60 },
+            jt808_terminals: pick(a.jt808_terminals, 10_000, 1_000),
+            jt808_seconds: pick(a.jt808_seconds, 30, 10),
         };
         if [
             s.ingest_events,
@@ -119,6 +133,8 @@ impl Sizes {
             s.latency_rate,
             s.latency_seconds,
             s.crash_messages,
+            s.jt808_terminals,
+            s.jt808_seconds,
         ])
         .any(|v| v == 0)
             || s.window == 0
@@ -268,8 +284,21 @@ struct Figures {
     mqtt_e2e: MqttFigures,
     latency: LatencyFigures,
     crash: CrashFigures,
+    jt808: Jt808Figures,
     peer: Option<PeerFigures>,
     env: Env,
+}
+
+/// 8: JT/T 808 terminals held by one agent, each reporting every 10 s.
+#[derive(Debug, Serialize)]
+struct Jt808Figures {
+    terminals: u64,
+    seconds: u64,
+    connections_held: u64,
+    reports_per_s: f64,
+    events_durable_per_s: f64,
+    agent_cpu_s_per_s: f64,
+    agent_vmhwm_kib: u64,
 }
 
 fn main() -> ExitCode {
@@ -285,6 +314,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
+    raise_fd_limit();
     let sizes = Sizes::from(args)?;
     let bins = Bins::beside_me()?;
     if !Path::new(MOSQUITTO).exists() {
@@ -302,11 +332,17 @@ fn run(args: &Args) -> Result<()> {
         root.display()
     );
 
+    if args.jt808_only {
+        let f = jt808_terminals(&bins, &root.join("jt808"), &auth, &sizes)?;
+        println!("BENCH_JSON {}", serde_json::to_string(&f)?);
+        return Ok(());
+    }
     let ingest_in_process = ingest_in_process(&root.join("ingest"), sizes.ingest_events)?;
     let backlog = backlog(&bins, &root.join("backlog"), &auth, sizes.backlog_events)?;
     let e2e_simulate = e2e_simulate(&bins, &root.join("e2e"), &auth, sizes.e2e_events)?;
     let (mqtt_buffer, mqtt_e2e, latency) = through_mqtt(&bins, &root.join("mqtt"), &auth, &sizes)?;
     let crash = crash_test(&bins, &root.join("crash"), &auth, &sizes)?;
+    let jt808 = jt808_terminals(&bins, &root.join("jt808"), &auth, &sizes)?;
     let peer = if args.skip_peer {
         None
     } else {
@@ -322,6 +358,7 @@ fn run(args: &Args) -> Result<()> {
         mqtt_e2e,
         latency,
         crash,
+        jt808,
         peer,
         env: Env {
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -1194,6 +1231,20 @@ fn summary(f: &Figures) {
         check(c.duplicates == 0).into(),
     ]);
 
+    let j = &f.jt808;
+    rows.push([
+        format!("8 JT/T 808 terminals held (report every 10 s), reports/s, agent RSS"),
+        format!(
+            "{} held, {:.0}/s, {}",
+            j.connections_held,
+            j.reports_per_s,
+            mib(j.agent_vmhwm_kib)
+        ),
+        dash(),
+        format!("{} held", j.terminals),
+        check(j.connections_held >= j.terminals).into(),
+    ]);
+
     let header = ["figure", "qyt", "peer", "target", ""].map(String::from);
     let widths: Vec<usize> = (0..5)
         .map(|i| {
@@ -1229,4 +1280,124 @@ fn summary(f: &Figures) {
         "\n{} CPUs, load average at start {} and end {}, wall time {:.1} s",
         f.env.cpus, f.env.loadavg_at_start, f.env.loadavg_at_end, f.env.wall_s
     );
+}
+
+/// The agent and the simulator each hold one socket per terminal: allow as many files as the
+/// hard limit does (children inherit it).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Sockets the process holds open (its file descriptors that are sockets).
+fn open_fds(pid: i32) -> Result<u64> {
+    let mut n = 0;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let target = std::fs::read_link(fd?.path()).unwrap_or_default();
+        n += u64::from(target.to_string_lossy().starts_with("socket:"));
+    }
+    Ok(n)
+}
+
+/// 8: `qyt-agent simulate jt808` connects the terminals to an agent's `jt808_tcp` source; once
+/// all are connected, the agent is measured over a window: sockets held, reports received and
+/// events made durable per second, CPU and peak RSS.
+fn jt808_terminals(bins: &Bins, dir: &Path, auth: &str, sizes: &Sizes) -> Result<Jt808Figures> {
+    const SECRET: &str = "bench-secret-0123456789abcdef";
+    let terminals = sizes.jt808_terminals;
+    let mut hub = Hub::configure(bins, &dir.join("hub"), auth)?;
+    hub.start()?;
+    let listen = bench::system::free_addr()?;
+    let source = format!(
+        "[[source]]\ntype = \"jt808_tcp\"\nname = \"elocks\"\nlisten = \"{listen}\"\n\
+         auth_secret = \"{SECRET}\"\nmax_connections = {}\n",
+        terminals + 1000
+    );
+    let mut agent = Agent::configure(bins, &dir.join("agent"), hub.broker, &source)?;
+    agent.start()?;
+    let pid = agent.proc()?.pid()?;
+    // After one scrape, so the bench's own kept-alive HTTP connection is in the baseline.
+    agent.durable()?;
+    let baseline = open_fds(pid)?;
+    let duration = (sizes.jt808_seconds + 120).to_string();
+    let (listen_s, terminals_s) = (listen.to_string(), terminals.to_string());
+    let mut sim = bench::system::Proc::spawn(
+        "jt808-sim",
+        &bins.agent,
+        &[
+            "simulate",
+            "jt808",
+            "--connect",
+            &listen_s,
+            "--secret",
+            SECRET,
+            "--terminals",
+            &terminals_s,
+            "--interval",
+            "10",
+            "--duration",
+            &duration,
+        ],
+        dir,
+    )?;
+    // Until every terminal is connected, or the count has stopped growing for 10 s (terminals
+    // that could not connect give up after a few tries; what was held is then reported).
+    let (mut best, mut grew) = (0, Instant::now());
+    wait_for(
+        Duration::from_secs(180),
+        Duration::from_millis(200),
+        "the simulated terminals to connect",
+        || {
+            sim.ensure_running()?;
+            let held = open_fds(pid)?.saturating_sub(baseline);
+            if held > best {
+                (best, grew) = (held, Instant::now());
+            }
+            Ok(
+                (held >= terminals || (best > 0 && grew.elapsed() > Duration::from_secs(10)))
+                    .then_some(()),
+            )
+        },
+    )?;
+    let received0 = agent.metric("qyt_agent_events_received_total")?;
+    let durable0 = agent.durable()?;
+    let cpu0 = agent.proc()?.cpu_seconds()?;
+    let t0 = Instant::now();
+    // A measuring window, not a synchronisation: the terminals report on their own clock.
+    std::thread::sleep(Duration::from_secs(sizes.jt808_seconds));
+    let took = t0.elapsed().as_secs_f64();
+    let held = open_fds(pid)?.saturating_sub(baseline);
+    let f = Jt808Figures {
+        terminals,
+        seconds: sizes.jt808_seconds,
+        connections_held: held,
+        reports_per_s: round(
+            (agent.metric("qyt_agent_events_received_total")? - received0) / took,
+            0,
+        ),
+        events_durable_per_s: round((agent.durable()? - durable0) as f64 / took, 0),
+        agent_cpu_s_per_s: round((agent.proc()?.cpu_seconds()? - cpu0) / took, 3),
+        agent_vmhwm_kib: agent.proc()?.status_kib("VmHWM")?,
+    };
+    println!(
+        "[8] JT/T 808: {held} of {terminals} terminals held by one agent, reporting every 10 s: \
+         {:.0} reports/s received, {:.0} events/s durable, agent {:.2} CPU-s per s, VmHWM {}",
+        f.reports_per_s,
+        f.events_durable_per_s,
+        f.agent_cpu_s_per_s,
+        mib(f.agent_vmhwm_kib)
+    );
+    sim.kill9();
+    agent.stop()?;
+    hub.stop()?;
+    Ok(f)
 }

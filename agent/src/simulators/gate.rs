@@ -419,9 +419,13 @@ mod tests {
             assert_eq!(g.lane, msg.topic.split('/').nth(1).expect("lane"));
             assert_eq!(g.plate.as_deref(), p["plateNo"].as_str());
             assert_eq!(g.confidence, p["confidence"].as_f64());
-            // The example fixes the direction (an entry camera) and maps no image.
-            assert_eq!(g.direction, Direction::In);
-            assert_eq!(g.image_ref, None);
+            // The example takes the direction and the image from the payload.
+            let direction = match p["direction"].as_str() {
+                Some("in") => Direction::In,
+                _ => Direction::Out,
+            };
+            assert_eq!(g.direction, direction);
+            assert_eq!(g.image_ref.as_deref(), p["image"].as_str());
         }
     }
 
