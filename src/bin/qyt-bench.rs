@@ -1233,7 +1233,7 @@ fn summary(f: &Figures) {
 
     let j = &f.jt808;
     rows.push([
-        format!("8 JT/T 808 terminals held (report every 10 s), reports/s, agent RSS"),
+        "8 JT/T 808 terminals held (report every 10 s), reports/s, agent RSS".to_string(),
         format!(
             "{} held, {:.0}/s, {}",
             j.connections_held,
