@@ -246,6 +246,23 @@ impl Drop for Proc {
 
 /// A hub with its embedded broker, on ports chosen when configured so that an agent can be
 /// pointed at it before it runs (a hub outage) and it comes back where the agent expects it.
+/// Starts `program --config <dir>/<name>.toml` and waits until its `/healthz` answers.
+fn start_service(name: &str, program: &Path, dir: &Path, http: SocketAddr) -> Result<Proc> {
+    let config = dir.join(format!("{name}.toml"));
+    let config = config.to_str().context("non-UTF-8 temp path")?;
+    let mut proc = Proc::spawn(name, program, &["--config", config], dir)?;
+    wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        &format!("the {name} to start"),
+        || {
+            proc.ensure_running()?;
+            Ok(healthy(http).then_some(()))
+        },
+    )?;
+    Ok(proc)
+}
+
 pub struct Hub {
     proc: Option<Proc>,
     pub broker: SocketAddr,
@@ -277,19 +294,7 @@ impl Hub {
 
     /// Starts the hub and waits until its HTTP side answers.
     pub fn start(&mut self) -> Result<()> {
-        let config = self.dir.join("hub.toml");
-        let config = config.to_str().context("non-UTF-8 temp path")?;
-        let mut proc = Proc::spawn("hub", &self.program, &["--config", config], &self.dir)?;
-        wait_for(
-            Duration::from_secs(60),
-            Duration::from_millis(10),
-            "the hub to start",
-            || {
-                proc.ensure_running()?;
-                Ok(healthy(self.http).then_some(()))
-            },
-        )?;
-        self.proc = Some(proc);
+        self.proc = Some(start_service("hub", &self.program, &self.dir, self.http)?);
         Ok(())
     }
 
@@ -397,19 +402,7 @@ impl Agent {
 
     /// Starts the agent and waits until its HTTP side answers.
     pub fn start(&mut self) -> Result<()> {
-        let config = self.dir.join("agent.toml");
-        let config = config.to_str().context("non-UTF-8 temp path")?;
-        let mut proc = Proc::spawn("agent", &self.program, &["--config", config], &self.dir)?;
-        wait_for(
-            Duration::from_secs(60),
-            Duration::from_millis(10),
-            "the agent to start",
-            || {
-                proc.ensure_running()?;
-                Ok(healthy(self.http).then_some(()))
-            },
-        )?;
-        self.proc = Some(proc);
+        self.proc = Some(start_service("agent", &self.program, &self.dir, self.http)?);
         Ok(())
     }
 
