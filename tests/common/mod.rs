@@ -315,12 +315,26 @@ pub fn prime(gw: &GatewayBroker, hub: &Hub) -> String {
             "the agent never forwarded a probe message"
         );
     }
-    // Later probes may still be in flight; wait until every one that was published is stored.
-    process::wait_until(60, "every probe message stored", || {
-        (hub.stored() >= before + i).then_some(())
-    });
+    // Probes published before the subscription existed are lost for good; later ones may still
+    // be on their way. A sentinel settles it: messages of one device keep their order through
+    // broker, agent (seq order) and hub, so once the sentinel is stored with nothing missing
+    // below it, every probe that will ever arrive has arrived.
+    probe.publish_range(i, i + 1);
+    let sentinel = probe.id(i);
+    process::wait_until(
+        60,
+        "the sentinel probe stored with nothing missing below it",
+        || {
+            let seq = hub
+                .events()
+                .iter()
+                .find(|e| e["seal_id"] == sentinel.as_str())
+                .and_then(|e| e["seq"].as_u64())?;
+            (hub.site()["contiguous_seq"].as_u64()? >= seq).then_some(())
+        },
+    );
     probe.wait_all_acked(30);
-    format!("probe-{}", i - 1)
+    sentinel
 }
 
 pub fn probe_ids(hub: &Hub) -> Vec<String> {
