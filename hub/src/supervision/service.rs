@@ -194,39 +194,43 @@ impl Supervision {
                 _ = ticks.tick() => true,
                 _ = stop.wait_for(|s| *s) => break,
             };
-            self.step(tick).await;
+            let mut dirty = self.feed.take();
+            if tick {
+                // Also a safety net: events whose wake-up was missed wait one tick at most.
+                dirty.extend(self.all_sites());
+            }
+            self.step(dirty, tick).await;
         }
     }
 
-    /// Applies every committed event not applied yet. Tests call it to wait for supervision
-    /// after an ack, instead of polling.
+    /// Applies every event committed before the call and not applied yet. Tests call it to
+    /// wait for supervision after an ack, instead of polling.
+    ///
+    /// It walks every site itself rather than going through the [`Feed`]: the background task
+    /// may take the dirty set first, and returning while that task is still applying it
+    /// would let the caller read a transit that does not show its events yet.
     pub async fn settle(&self) {
-        self.feed.committed(self.all_sites());
-        self.step(false).await;
+        self.step(self.all_sites(), false).await;
     }
 
     /// Applies what is pending, then evaluates the timers at the clock's present time.
     pub async fn tick(&self) {
-        self.feed.committed(self.all_sites());
-        self.step(true).await;
+        self.step(self.all_sites(), true).await;
     }
 
-    fn all_sites(&self) -> Vec<SiteId> {
-        self.sites.to_vec()
+    fn all_sites(&self) -> BTreeSet<SiteId> {
+        self.sites.iter().cloned().collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn step(&self, tick: bool) {
+    /// Catches `dirty` up with the store (a chunk per lock, so it interleaves safely with the
+    /// background task and operators' actions), then evaluates the timers if `tick`.
+    async fn step(&self, dirty: BTreeSet<SiteId>, tick: bool) {
         let this = self.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let mut dirty = this.feed.take();
-            if tick {
-                // Also a safety net: events whose wake-up was missed wait one tick at most.
-                dirty.extend(this.all_sites());
-            }
             for site in &dirty {
                 let span = info_span!("supervise", site = %site);
                 let _enter = span.enter();

@@ -301,7 +301,6 @@ async fn read_until(stream: &mut tokio::net::TcpStream, done: impl Fn(&str) -> b
 }
 
 #[tokio::test]
-#[ignore = "flaky under CPU load (issue 4 open): after settle() a stored, acked batch is sometimes not yet reflected in the transit; run with --ignored"]
 async fn clean_transit_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Scenario::start(dir.path()).await;
@@ -434,7 +433,6 @@ async fn clean_transit_end_to_end() {
 }
 
 #[tokio::test]
-#[ignore = "flaky under CPU load (issue 4 open): after settle() a stored, acked batch is sometimes not yet reflected in the transit; run with --ignored"]
 async fn seal_opened_in_transit_is_raised_worked_and_closed() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Scenario::start(dir.path()).await;
@@ -606,7 +604,6 @@ async fn seal_opened_in_transit_is_raised_worked_and_closed() {
 }
 
 #[tokio::test]
-#[ignore = "flaky under CPU load (issue 4 open): after settle() a stored, acked batch is sometimes not yet reflected in the transit; run with --ignored"]
 async fn seal_mismatch_at_arrival_stands_until_an_operator_resolves_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Scenario::start(dir.path()).await;
@@ -741,7 +738,6 @@ async fn overdue_is_raised_by_the_timer() {
 }
 
 #[tokio::test]
-#[ignore = "flaky under CPU load (issue 4 open): after settle() a stored, acked batch is sometimes not yet reflected in the transit; run with --ignored"]
 async fn arrival_at_the_wrong_site_is_raised() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Scenario::start(dir.path()).await;
@@ -828,7 +824,6 @@ async fn site_offline_then_back_with_a_backlog_raises_no_stale_alarms() {
 }
 
 #[tokio::test]
-#[ignore = "flaky under CPU load (issue 4 open): after settle() a stored, acked batch is sometimes not yet reflected in the transit; run with --ignored"]
 async fn replayed_events_double_nothing_even_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Scenario::start(dir.path()).await;
