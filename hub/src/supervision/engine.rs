@@ -24,10 +24,21 @@ use qyt_proto::{
     AlarmKind, AlarmReport, Body, Direction, Event, Fix, GatePassage, PositionReading, SealId,
     SealReading, SealState, SiteId, StatusReport, WeightReading,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Stable weighings kept per site to match with gate passages.
-const WEIGHINGS_KEPT: usize = 64;
+/// Stable weighings kept per site to match with gate passages (the latest by seq).
+pub const WEIGHINGS_KEPT: usize = 64;
+
+/// A stable weighing at a site, kept to be matched with the gate passage of a transit's end.
+/// Persisted with the step that applied it: a truck weighed before a hub restart and let out
+/// of the gate after it still gets its weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weighing {
+    /// When the scale observed it.
+    pub at: DateTime<Utc>,
+    pub kg: f64,
+    pub cause: EventRef,
+}
 
 /// A site's agent as the ingest registry knows it, for the timer rules.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -51,6 +62,8 @@ pub struct Changes {
     pub audit: Vec<AuditEntry>,
     /// Alarms newly raised in this step (a subset of `alarms`).
     pub raised: Vec<AlarmId>,
+    /// Stable weighings recorded in this step.
+    pub weighings: Vec<Weighing>,
 }
 
 impl Changes {
@@ -61,6 +74,7 @@ impl Changes {
         self.alarms.extend(later.alarms);
         self.audit.extend(later.audit);
         self.raised.extend(later.raised);
+        self.weighings.extend(later.weighings);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -68,6 +82,7 @@ impl Changes {
             && self.timeline.is_empty()
             && self.alarms.is_empty()
             && self.audit.is_empty()
+            && self.weighings.is_empty()
     }
 }
 
@@ -96,7 +111,8 @@ pub struct Engine {
     alarms: BTreeMap<AlarmId, Alarm>,
     open_by_key: HashMap<(Rule, String), AlarmId>,
     next_alarm_id: AlarmId,
-    weighings: HashMap<SiteId, VecDeque<(DateTime<Utc>, f64, EventRef)>>,
+    /// Per site, by seq.
+    weighings: HashMap<SiteId, BTreeMap<u64, Weighing>>,
     /// The first tick: sites never heard from count as offline since then.
     started_at: Option<DateTime<Utc>>,
     out: Changes,
@@ -104,13 +120,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine over the open transits and open alarms loaded from the store.
+    /// An engine over the open transits, open alarms and kept weighings loaded from the store.
     pub fn new(
         cfg: SupervisionConfig,
         sites: BTreeMap<SiteId, Option<Area>>,
         transits: Vec<Transit>,
         alarms: Vec<Alarm>,
         next_alarm_id: AlarmId,
+        weighings: Vec<Weighing>,
     ) -> Engine {
         let mut e = Engine {
             cfg,
@@ -140,7 +157,18 @@ impl Engine {
             e.open_by_key.insert((a.rule, a.subject()), a.id);
             e.alarms.insert(a.id, a);
         }
+        for w in weighings {
+            e.keep_weighing(w);
+        }
         e
+    }
+
+    fn keep_weighing(&mut self, w: Weighing) {
+        let list = self.weighings.entry(w.cause.site.clone()).or_default();
+        list.insert(w.cause.seq, w);
+        while list.len() > WEIGHINGS_KEPT {
+            list.pop_first();
+        }
     }
 
     fn index(&mut self, t: &Transit) {
@@ -965,11 +993,13 @@ impl Engine {
             return;
         }
         let site = c.cause.site.clone();
-        let list = self.weighings.entry(site.clone()).or_default();
-        list.push_back((c.at, w.kg, c.cause.clone()));
-        while list.len() > WEIGHINGS_KEPT {
-            list.pop_front();
-        }
+        let weighing = Weighing {
+            at: c.at,
+            kg: w.kg,
+            cause: c.cause.clone(),
+        };
+        self.keep_weighing(weighing.clone());
+        self.out.weighings.push(weighing);
         // A weighing may come after the gate passage it belongs to.
         let window = secs(self.cfg.match_window_s);
         let ids: Vec<TransitId> = self
@@ -1008,10 +1038,10 @@ impl Engine {
             .weighings
             .get(site)
             .into_iter()
-            .flatten()
-            .filter(|(at, _, _)| (*at - gate.at).abs() <= window)
-            .min_by_key(|(at, _, _)| (*at - gate.at).abs());
-        let Some((at, kg, cause)) = best.cloned() else {
+            .flat_map(|list| list.values())
+            .filter(|w| (w.at - gate.at).abs() <= window)
+            .min_by_key(|w| (w.at - gate.at).abs());
+        let Some(Weighing { at, kg, cause }) = best.cloned() else {
             return;
         };
         end.weight_kg = Some(kg);

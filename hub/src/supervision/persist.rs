@@ -10,8 +10,10 @@ use crate::audit::{self, AuditEntry};
 use crate::progress::Progress;
 use crate::store::{parse_time, time_text, Context, StoreError};
 use crate::supervision::alarm::{Alarm, AlarmId};
-use crate::supervision::engine::Changes;
-use crate::supervision::transit::{normalize_plate, EntryKind, TimelineEntry, Transit, TransitId};
+use crate::supervision::engine::{Changes, Weighing, WEIGHINGS_KEPT};
+use crate::supervision::transit::{
+    normalize_plate, EntryKind, EventRef, TimelineEntry, Transit, TransitId,
+};
 use crate::webhook;
 use qyt_proto::{Body, Event, Seq, SiteId};
 use rusqlite::types::Value;
@@ -65,6 +67,16 @@ CREATE TABLE IF NOT EXISTS supervision_progress (
     to_seq      INTEGER NOT NULL,
     PRIMARY KEY (site, from_seq)
 );
+
+-- The latest stable weighings of each site, kept to match with the gate passage of a transit's
+-- end (the engine's own list, so it survives a restart between weighing and gate).
+CREATE TABLE IF NOT EXISTS supervision_weighings (
+    site        TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    at          TEXT    NOT NULL,
+    kg          REAL    NOT NULL,
+    PRIMARY KEY (site, seq)
+);
 ";
 
 /// Everything the engine needs to start where it stopped.
@@ -73,6 +85,7 @@ pub struct Loaded {
     pub alarms: Vec<Alarm>,
     pub next_alarm_id: AlarmId,
     pub progress: BTreeMap<SiteId, Progress>,
+    pub weighings: Vec<Weighing>,
 }
 
 fn json<T: serde::de::DeserializeOwned>(text: &str, what: &'static str) -> Result<T, StoreError> {
@@ -124,11 +137,40 @@ pub fn load(conn: &Connection, sites: &[SiteId]) -> Result<Loaded, StoreError> {
             .ctx("read supervision progress")?;
         progress.insert(site.clone(), Progress::from_ranges(&ranges));
     }
+    let mut stmt = conn
+        .prepare("SELECT site, seq, at, kg FROM supervision_weighings ORDER BY site, seq")
+        .ctx("prepare the weighings query")?;
+    let weighings = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, f64>(3)?,
+            ))
+        })
+        .ctx("read kept weighings")?
+        .map(|row| {
+            let (site, seq, at, kg) = row.ctx("read a kept weighing")?;
+            Ok(Weighing {
+                at: parse_time(&at, "weighing time")?,
+                kg,
+                cause: EventRef {
+                    site: SiteId::new(site).map_err(|e| StoreError::Corrupt {
+                        what: "weighing site",
+                        detail: e.to_string(),
+                    })?,
+                    seq,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(Loaded {
         transits,
         alarms,
         next_alarm_id: next_alarm_id as AlarmId,
         progress,
+        weighings,
     })
 }
 
@@ -276,6 +318,40 @@ pub fn save(
                 .ctx("store an alarm")?;
         }
         audit::append(&tx, &changes.audit)?;
+        let mut weighing = tx
+            .prepare_cached(
+                "INSERT INTO supervision_weighings (site, seq, at, kg) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (site, seq) DO NOTHING",
+            )
+            .ctx("prepare the weighing insert")?;
+        // Only the latest WEIGHINGS_KEPT of a site, as the engine keeps them.
+        let mut prune = tx
+            .prepare_cached(
+                "DELETE FROM supervision_weighings WHERE site = ?1 AND seq < (
+                     SELECT MIN(seq) FROM (
+                         SELECT seq FROM supervision_weighings WHERE site = ?1
+                         ORDER BY seq DESC LIMIT ?2
+                     ) AS kept
+                 )",
+            )
+            .ctx("prepare the weighing prune")?;
+        let mut weighed = std::collections::BTreeSet::new();
+        for w in &changes.weighings {
+            weighing
+                .execute(params![
+                    w.cause.site.as_str(),
+                    w.cause.seq,
+                    time_text(w.at),
+                    w.kg
+                ])
+                .ctx("keep a weighing")?;
+            weighed.insert(&w.cause.site);
+        }
+        for site in weighed {
+            prune
+                .execute(params![site.as_str(), WEIGHINGS_KEPT as i64])
+                .ctx("prune kept weighings")?;
+        }
         let mut clear = tx
             .prepare_cached("DELETE FROM supervision_progress WHERE site = ?1")
             .ctx("prepare the progress reset")?;
@@ -504,4 +580,51 @@ pub fn audit_log(conn: &Connection, f: &AuditFilter) -> Result<Vec<(u64, AuditEn
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn kept_weighings_survive_a_reload_and_only_the_latest_per_site() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.db");
+        Store::open(&path).unwrap();
+        let mut conn = Store::writer(&path).unwrap();
+        let site = |s: &str| SiteId::new(s).unwrap();
+        let weighing = |s: &str, seq: u64| Weighing {
+            at: "2026-03-02T08:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+                + chrono::Duration::seconds(seq as i64),
+            kg: 1000.0 + seq as f64,
+            cause: EventRef { site: site(s), seq },
+        };
+        // Two steps, the second repeating one weighing (a replay) and passing the limit.
+        let first = Changes {
+            weighings: (1..=40).map(|n| weighing("gate-a", n)).collect(),
+            ..Changes::default()
+        };
+        let second = Changes {
+            weighings: (40..=70)
+                .map(|n| weighing("gate-a", n))
+                .chain([weighing("gate-b", 5)])
+                .collect(),
+            ..Changes::default()
+        };
+        save(&mut conn, &first, &BTreeMap::new()).unwrap();
+        save(&mut conn, &second, &BTreeMap::new()).unwrap();
+
+        let loaded = load(&conn, &[site("gate-a"), site("gate-b")]).unwrap();
+        let a: Vec<u64> = loaded
+            .weighings
+            .iter()
+            .filter(|w| w.cause.site == site("gate-a"))
+            .map(|w| w.cause.seq)
+            .collect();
+        let kept = WEIGHINGS_KEPT as u64;
+        assert_eq!(a, ((70 - kept + 1)..=70).collect::<Vec<_>>());
+        assert!(loaded.weighings.contains(&weighing("gate-a", 70)));
+        assert!(loaded.weighings.contains(&weighing("gate-b", 5)));
+    }
 }

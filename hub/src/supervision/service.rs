@@ -147,7 +147,7 @@ impl Supervision {
         let shared_cfg = Arc::new(cfg.clone());
         let site_list = Arc::new(sites.keys().cloned().collect());
         let mut inner = Inner {
-            engine: Engine::new(cfg.clone(), sites.clone(), vec![], vec![], 1),
+            engine: Engine::new(cfg.clone(), sites.clone(), vec![], vec![], 1, vec![]),
             conn,
             progress: BTreeMap::new(),
             registry,
@@ -302,6 +302,7 @@ impl Inner {
             loaded.transits,
             loaded.alarms,
             loaded.next_alarm_id,
+            loaded.weighings,
         );
         self.progress = loaded.progress;
         Ok(())

@@ -242,6 +242,35 @@ impl Scenario {
     pub async fn stop(self) {
         self.hub.stop().await;
     }
+
+    /// Stops the hub and starts it again on the same database and clock; the agents reconnect
+    /// and go on with their seqs.
+    pub async fn restart(self, dir: &std::path::Path) -> Scenario {
+        let Scenario {
+            hub,
+            clock,
+            agents,
+            seqs,
+            sent,
+        } = self;
+        // Gone before the hub, so their connections' end is not taken for a failure.
+        for agent in agents.into_values() {
+            agent.vanish();
+        }
+        hub.stop().await;
+        let hub = TestHub::start_with_clock(config(dir), clock.clone()).await;
+        let mut s = Scenario {
+            hub,
+            clock,
+            agents: BTreeMap::new(),
+            seqs,
+            sent,
+        };
+        for site in SITES {
+            s.connect(site).await;
+        }
+        s
+    }
 }
 
 fn statuses(t: &Value) -> Vec<(String, String)> {
@@ -878,4 +907,49 @@ async fn replayed_events_double_nothing_even_across_a_restart() {
         "nothing raised again"
     );
     hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_weighing_before_a_hub_restart_still_counts_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Scenario::start(dir.path()).await;
+    s.declare(declaration("T-900")).await;
+    // Sealed and weighed at the origin; the hub restarts before the truck leaves the gate.
+    s.live(
+        "gate-a",
+        vec![
+            (10, seal("CN-S1", SealState::Sealed)),
+            (11, seal("CN-S2", SealState::Sealed)),
+            (40, weight(20_000.0)),
+        ],
+    )
+    .await;
+    let mut s = s.restart(dir.path()).await;
+    s.live("gate-a", vec![(60, gate(Direction::Out, "沪A 12345"))])
+        .await;
+    let t = s.transit("T-900", TOKEN).await;
+    assert!(
+        t["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["text"] == "weighed 20000 kg at gate-a"),
+        "{t}"
+    );
+    s.live("gate-c", vec![(120, pos(31.0, 121.01, 55.0))])
+        .await;
+    // 10 % lighter at the destination: the origin's weighing from before the restart is the
+    // one it is compared with.
+    let mut arrival = Scenario::arrival(
+        3600,
+        &[("CN-S1", SealState::Sealed), ("CN-S2", SealState::Sealed)],
+    );
+    arrival[1] = (3620, weight(18_000.0));
+    s.live("gate-b", arrival).await;
+    let t = s.transit("T-900", TOKEN).await;
+    let rec = &t["reconciliation"];
+    assert_eq!(rec["weight"]["origin_kg"], 20_000.0, "{t}");
+    assert_eq!(rec["weight"]["difference_kg"], -2_000.0, "{t}");
+    assert_eq!(rules(&s.alarms("").await), ["weight_discrepancy"]);
+    s.stop().await;
 }
