@@ -49,6 +49,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -119,6 +120,22 @@ fn main() -> ExitCode {
                 tracing::error!("{e:#}");
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// Caps glibc's malloc at one arena. By default glibc gives threads that meet in the allocator
+/// arenas of their own (up to eight per core), and each arena keeps what was freed in it: while
+/// draining a backlog, the uplink, intake and runtime threads doubled the agent's resident
+/// memory that way (36 MiB against 18 MiB, measured by `qyt-bench`), at no gain in drain speed.
+/// Gateways are small; `MALLOC_ARENA_MAX` in the environment still decides when set.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a tuning parameter of the allocator, and runs before any
+        // other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }
