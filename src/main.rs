@@ -1,9 +1,23 @@
 //! `cargo run --release`: the whole system on one machine, from the example configs — the hub
-//! with its embedded broker, and an agent reading a simulated checkpoint — then tells where to
-//! look. Ctrl-C stops both cleanly.
+//! with its embedded broker, and an agent reading a simulated checkpoint — then declares a few
+//! transits for the checkpoint's trucks, as a customs declaration system would, and tells where
+//! to look. Ctrl-C stops both cleanly.
 
 use anyhow::Context;
+use qyt_agent::config::{Config as AgentConfig, SourceConfig};
+use qyt_agent::sources::simulate::Checkpoint;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+/// The bonded site the demo's transits are bound for. It is declared in config/hub.toml, but
+/// its agent is not part of the demo: the operators' page shows it offline, and the transits
+/// that leave the checkpoint never arrive, as after a real outage.
+const DESTINATION: &str = "demo-site-02";
+/// The enterprise of config/hub.toml's `demo-enterprise-token`.
+const ENTERPRISE: &str = "demo-importer";
+const OPERATOR_TOKEN: &str = "demo-operator-token";
+/// Transits declared, one per simulated truck from the first.
+const TRANSITS: usize = 6;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,6 +46,60 @@ fn config_dir() -> PathBuf {
     }
 }
 
+/// Declares transits through the API for the first trucks of the agent's simulated checkpoint
+/// (the same plates, seals and e-locks its devices report). A transit kept from an earlier run
+/// (state lives under ./var) is left as it is. Returns how many the hub holds.
+async fn declare_transits(http: SocketAddr, agent: &AgentConfig) -> anyhow::Result<usize> {
+    let Some(sim) = agent.sources.iter().find_map(|s| match s {
+        SourceConfig::Simulate(c) => Some(c),
+        _ => None,
+    }) else {
+        return Ok(0);
+    };
+    let origin = agent.site.to_string();
+    let declarations: Vec<serde_json::Value> = Checkpoint::new(sim, sim.name.as_str().into())
+        .trucks()
+        .into_iter()
+        .take(TRANSITS)
+        .enumerate()
+        .map(|(i, truck)| {
+            serde_json::json!({
+                "id": format!("DEMO-{:04}", i + 1),
+                "enterprise": ENTERPRISE,
+                "plate": truck.plate,
+                "elock_id": truck.elock_id,
+                "seal_ids": truck.seals,
+                "origin": origin,
+                "destination": DESTINATION,
+                "max_duration_s": 1800,
+            })
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let url = format!("http://{http}/api/transits");
+        for d in &declarations {
+            let answer = ureq::post(&url)
+                .header("Authorization", &format!("Bearer {OPERATOR_TOKEN}"))
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .send_json(d)
+                .with_context(|| format!("POST {url}"))?;
+            match answer.status().as_u16() {
+                // 409: declared by an earlier run of the demo.
+                201 | 409 => {}
+                status => {
+                    let body = answer.into_body().read_to_string().unwrap_or_default();
+                    anyhow::bail!("declaring {} answered {status}: {body}", d["id"]);
+                }
+            }
+        }
+        Ok(declarations.len())
+    })
+    .await
+    .context("declaring task")?
+}
+
 async fn demo() -> anyhow::Result<()> {
     let dir = config_dir();
     let hub_config =
@@ -51,6 +119,9 @@ async fn demo() -> anyhow::Result<()> {
     let hub_task = tokio::spawn(hub.run_until(async move {
         let _ = hub_stop.wait_for(|s| *s).await;
     }));
+    let declared = declare_transits(http, &agent_config)
+        .await
+        .context("cannot declare the demo's transits")?;
     let mut agent_stop = stop_rx.clone();
     let site = agent_config.site.clone();
     let agent_task = tokio::spawn(qyt_agent::run::run(
@@ -63,7 +134,9 @@ async fn demo() -> anyhow::Result<()> {
                 .map(|b| b.to_string())
                 .unwrap_or_else(|| "external".into());
             println!(
-                "\nQuanYuTong demo is running: hub (embedded MQTT broker on {broker}) + agent for site {site} with a simulated checkpoint.\n\n  \
+                "\nQuanYuTong demo is running: hub (embedded MQTT broker on {broker}) + agent for site {site} with a simulated checkpoint.\n\
+                 {declared} transits of {ENTERPRISE} are declared from {site} to {DESTINATION} (whose agent is not running).\n\n  \
+                 Operators' page:    http://{http}/  (sign in with {OPERATOR_TOKEN}, or demo-enterprise-token for the enterprise's view)\n  \
                  Sites and backlog:  curl -H 'Authorization: Bearer demo-operator-token' http://{http}/api/sites\n  \
                  Stored events:      curl -H 'Authorization: Bearer demo-operator-token' 'http://{http}/api/sites/{site}/events?after=0&limit=5'\n  \
                  Hub metrics:        curl http://{http}/metrics\n  \

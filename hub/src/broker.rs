@@ -4,15 +4,18 @@
 //! events and status topics and read only its own acks; the hub's consumer logs in as
 //! [`HUB_USER`] with a password drawn at start-up, which never leaves the process.
 
-use crate::config::Config;
+use crate::config::{BrokerTls, Config};
 use crate::secret::{random_password_hash, HashError};
-use mqtt5::broker::config::{StorageBackend, StorageConfig};
+use mqtt5::broker::config::{StorageBackend, StorageConfig, TlsConfig};
 use mqtt5::broker::{
     AclManager, AclRule, BrokerConfig, BrokerShutdownHandle, ComprehensiveAuthProvider, MqttBroker,
     PasswordAuthProvider, Permission,
 };
 use std::future::Future;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 /// The hub consumer's username. `@` cannot occur in a site id, so no site can take this name.
@@ -26,6 +29,8 @@ pub enum BrokerError {
         #[source]
         source: mqtt5::MqttError,
     },
+    #[error("embedded MQTT broker cannot start its TLS listener on {listen}: {detail} (check broker.tls: the PEM files and that the address is free)")]
+    Tls { listen: SocketAddr, detail: String },
     #[error("cannot set up the hub's internal broker login: {0}")]
     Hash(#[from] HashError),
     #[error("embedded MQTT broker stopped: {0}")]
@@ -36,6 +41,7 @@ pub enum BrokerError {
 pub struct Embedded {
     broker: MqttBroker,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
 }
 
 impl Embedded {
@@ -49,6 +55,10 @@ impl Embedded {
             // and the hub's database, never the broker.
             storage_config: StorageConfig::default().with_backend(StorageBackend::Memory),
             sys_topics_enabled: false,
+            tls_config: match &config.broker.tls {
+                Some(t) => Some(tls_config(t)?),
+                None => None,
+            },
             ..BrokerConfig::default()
         };
         let broker = MqttBroker::with_config(broker_config)
@@ -59,11 +69,30 @@ impl Embedded {
             listen,
             source: mqtt5::MqttError::Configuration("no TCP listener was bound".into()),
         })?;
-        Ok(Embedded { broker, addr })
+        let tls_addr = match &config.broker.tls {
+            // mqtt5 only warns when a TLS address cannot be bound and goes on without it; a hub
+            // whose agents are configured for TLS must not start half-deaf.
+            Some(t) => Some(broker.tls_local_addr().ok_or_else(|| BrokerError::Tls {
+                listen: t.listen,
+                detail: "the address could not be bound (in use, or not an address of this host)"
+                    .into(),
+            })?),
+            None => None,
+        };
+        Ok(Embedded {
+            broker,
+            addr,
+            tls_addr,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the TLS listener is bound, when `broker.tls` is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The shutdown handle and the future that runs the broker until it is used.
@@ -78,6 +107,42 @@ impl Embedded {
             self.broker.run().await.map_err(BrokerError::Stopped)
         })
     }
+}
+
+/// Checks the PEM files of `[broker.tls]` so that a bad one is named with what is wrong with
+/// it (mqtt5 would read them too, with a less precise error), then builds mqtt5's TLS config.
+fn tls_config(t: &BrokerTls) -> Result<TlsConfig, BrokerError> {
+    let fail = |detail: String| BrokerError::Tls {
+        listen: t.listen,
+        detail,
+    };
+    let certs = |key: &str, path: &Path| -> Result<(), BrokerError> {
+        let found = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| fail(format!("{key} {}: {e}", path.display())))?;
+        if found.is_empty() {
+            return Err(fail(format!(
+                "{key} {} holds no `-----BEGIN CERTIFICATE-----` block",
+                path.display()
+            )));
+        }
+        Ok(())
+    };
+    certs("broker.tls.cert_file", &t.cert_file)?;
+    PrivateKeyDer::from_pem_file(&t.key_file).map_err(|e| {
+        fail(format!(
+            "broker.tls.key_file {}: {e} (a PEM PKCS#8, PKCS#1 or SEC1 key is needed)",
+            t.key_file.display()
+        ))
+    })?;
+    if let Some(ca) = &t.client_ca_file {
+        certs("broker.tls.client_ca_file", ca)?;
+    }
+    let mut c = TlsConfig::new(t.cert_file.clone(), t.key_file.clone())
+        .with_bind_address(t.listen)
+        .with_require_client_cert(t.client_ca_file.is_some());
+    c.ca_file = t.client_ca_file.clone();
+    Ok(c)
 }
 
 async fn auth(
@@ -118,4 +183,32 @@ async fn auth(
             .await;
     }
     Ok(ComprehensiveAuthProvider::with_providers(passwords, acl))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerTls;
+
+    #[tokio::test]
+    async fn a_bad_tls_file_is_named_and_nothing_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("hub.pem");
+        let key = dir.path().join("hub.key");
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+        std::fs::write(&key, "").unwrap();
+        let mut config = Config::default();
+        config.broker.listen = "127.0.0.1:0".parse().unwrap();
+        config.broker.tls = Some(BrokerTls {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert_file: cert,
+            key_file: key,
+            client_ca_file: None,
+        });
+        let err = match Embedded::bind(&config, "pw").await {
+            Ok(_) => panic!("a broker started with a broken certificate file"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("broker.tls.cert_file"), "{err}");
+    }
 }

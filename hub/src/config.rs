@@ -54,6 +54,28 @@ pub struct BrokerConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     pub keep_alive_s: u64,
+    /// Embedded broker only: a TLS listener for agents beside the plain one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BrokerTls>,
+}
+
+/// `[broker.tls]`: the embedded broker's TLS listener (MQTT over TLS, conventionally port 8883).
+/// Agents then reach the hub encrypted, and their site passwords never cross the network in
+/// clear; the plain `broker.listen` can stay on loopback for the hub's own consumer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerTls {
+    /// Where the TLS listener binds, e.g. "0.0.0.0:8883". Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// PEM certificate chain of the broker, leaf first; agents verify it against their
+    /// `uplink.tls.ca_file`.
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificate(s). When set, every TLS client must present a certificate signed by
+    /// one of them (mutual TLS), in addition to its site login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +89,7 @@ impl Default for BrokerConfig {
             username: None,
             password_file: None,
             keep_alive_s: 30,
+            tls: None,
         }
     }
 }
@@ -367,6 +390,43 @@ impl Config {
                     format!("{} is also http.listen: give each its own port", b.listen),
                 );
             }
+            if let Some(tls) = &b.tls {
+                for (key, path) in [
+                    ("broker.tls.cert_file", Some(&tls.cert_file)),
+                    ("broker.tls.key_file", Some(&tls.key_file)),
+                    ("broker.tls.client_ca_file", tls.client_ca_file.as_ref()),
+                ] {
+                    let Some(path) = path else { continue };
+                    if let Err(e) = std::fs::File::open(path) {
+                        bad(
+                            key.into(),
+                            format!(
+                                "cannot read {}: {e}; check the path and that the hub may read it",
+                                path.display()
+                            ),
+                        );
+                    }
+                }
+                if tls.listen.port() != 0
+                    && (tls.listen == b.listen || tls.listen == self.http.listen)
+                {
+                    bad(
+                        "broker.tls.listen".into(),
+                        format!(
+                            "{} is also broker.listen or http.listen: give each its own port",
+                            tls.listen
+                        ),
+                    );
+                }
+            }
+        }
+        if !embedded && b.tls.is_some() {
+            bad(
+                "broker.tls".into(),
+                "only used with the embedded broker; an external broker's TLS is its own \
+                 configuration: remove it or unset broker.url"
+                    .into(),
+            );
         }
         if b.password_file.is_some() && b.username.is_none() {
             bad(
@@ -626,6 +686,48 @@ mod tests {
             keys.contains(&("api.tokens[0].sha256", Some(13))),
             "{issues:?}"
         );
+    }
+
+    #[test]
+    fn broker_tls_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("hub.pem");
+        std::fs::write(&cert, "not checked here").unwrap();
+        let text = format!(
+            "{}
+[broker]
+listen = \"127.0.0.1:1883\"
+
+[broker.tls]
+listen = \"127.0.0.1:1883\"
+             cert_file = \"{}\"
+key_file = \"{}\"
+",
+            minimal(),
+            cert.display(),
+            dir.path().join("missing.key").display()
+        );
+        let issues = Config::parse(&text).unwrap_err();
+        let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["broker.tls.key_file", "broker.tls.listen"], "{issues:?}");
+
+        let text = format!(
+            "{}
+[broker]
+url = \"mqtt://broker.lan\"
+
+[broker.tls]
+listen = \"127.0.0.1:8883\"
+             cert_file = \"{}\"
+key_file = \"{}\"
+",
+            minimal(),
+            cert.display(),
+            cert.display()
+        );
+        let issues = Config::parse(&text).unwrap_err();
+        let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["broker.tls"], "{issues:?}");
     }
 
     #[test]

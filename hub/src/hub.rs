@@ -65,6 +65,7 @@ pub enum HubError {
 /// A running hub. Start it with [`Hub::start`], stop it with [`Hub::run_until`].
 pub struct Hub {
     broker_addr: Option<SocketAddr>,
+    broker_tls_addr: Option<SocketAddr>,
     http_addr: SocketAddr,
     subscribed: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
@@ -174,6 +175,7 @@ impl Hub {
 
         // Nothing below can fail: from here on the parts are spawned.
         let broker_addr = embedded.as_ref().map(Embedded::local_addr);
+        let broker_tls_addr = embedded.as_ref().and_then(Embedded::tls_addr);
         let (broker_shutdown, broker) = match embedded {
             Some(embedded) => {
                 let (shutdown, run) = embedded.run();
@@ -262,9 +264,10 @@ impl Hub {
                     .map_err(HubError::Http)
             }),
         );
-        info!(broker = ?broker_addr, http = %http_addr, sites = config.sites.len(), "hub started");
+        info!(broker = ?broker_addr, broker_tls = ?broker_tls_addr, http = %http_addr, sites = config.sites.len(), "hub started");
         Ok(Hub {
             broker_addr,
+            broker_tls_addr,
             http_addr,
             subscribed,
             stop,
@@ -296,6 +299,11 @@ impl Hub {
     /// Where the embedded broker listens; `None` when the hub uses an external broker.
     pub fn broker_addr(&self) -> Option<SocketAddr> {
         self.broker_addr
+    }
+
+    /// Where the embedded broker's TLS listener is bound, when `broker.tls` is configured.
+    pub fn broker_tls_addr(&self) -> Option<SocketAddr> {
+        self.broker_tls_addr
     }
 
     /// Where the HTTP API listens.

@@ -106,6 +106,11 @@ impl Hub {
     /// A hub with its embedded broker (or `external` broker URL), on fixed free ports so that
     /// a restart comes back where the agent expects it.
     pub fn start(dir: &Path, external: Option<SocketAddr>) -> Hub {
+        Hub::start_with(dir, external, "")
+    }
+
+    /// [`Hub::start`] with more TOML after the `[broker]` keys (e.g. a `[broker.tls]` table).
+    pub fn start_with(dir: &Path, external: Option<SocketAddr>, broker_extra: &str) -> Hub {
         let broker =
             external.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], broker::free_port())));
         let http = SocketAddr::from(([127, 0, 0, 1], broker::free_port()));
@@ -118,7 +123,7 @@ impl Hub {
         std::fs::write(
             &config,
             format!(
-                "[broker]\n{broker_section}\n[store]\npath = \"{}\"\n\n[http]\nlisten = \"{http}\"\n\n{}",
+                "[broker]\n{broker_section}\n{broker_extra}\n[store]\npath = \"{}\"\n\n[http]\nlisten = \"{http}\"\n\n{}",
                 dir.join("hub.db").display(),
                 shipped_hub_auth()
             ),
@@ -221,6 +226,18 @@ impl Agent {
         buffer_extra: &str,
         sources: &str,
     ) -> Agent {
+        Agent::start_with_uplink(dir, hub_broker, anonymous, buffer_extra, sources, "")
+    }
+
+    /// [`Agent::start`] with more TOML after the `[uplink]` keys (e.g. an `[uplink.tls]` table).
+    pub fn start_with_uplink(
+        dir: &Path,
+        hub_broker: SocketAddr,
+        anonymous: bool,
+        buffer_extra: &str,
+        sources: &str,
+        uplink_extra: &str,
+    ) -> Agent {
         std::fs::create_dir_all(dir).unwrap();
         let http = SocketAddr::from(([127, 0, 0, 1], broker::free_port()));
         let login = if anonymous {
@@ -233,7 +250,7 @@ impl Agent {
             &config,
             format!(
                 "site = \"{SITE}\"\n\n[buffer]\ndir = \"{}\"\n{buffer_extra}\n\n[uplink]\nhost = \"{}\"\nport = {}\n{login}\
-                 ack_timeout_ms = 3000\nreconnect_min_ms = 50\nreconnect_max_ms = 500\nstatus_interval_s = 1\n\n\
+                 ack_timeout_ms = 3000\nreconnect_min_ms = 50\nreconnect_max_ms = 500\nstatus_interval_s = 1\n{uplink_extra}\n\
                  [http]\nlisten = \"{http}\"\n\n{sources}",
                 dir.join("buffer").display(),
                 hub_broker.ip(),

@@ -116,6 +116,15 @@ struct Truck {
     cargo_kg: f64,
 }
 
+/// What a declaration system knows of a simulated truck: the demo declares transits for some.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TruckPapers {
+    pub plate: String,
+    pub seals: [SealId; 2],
+    /// The e-lock reporting its positions.
+    pub elock_id: String,
+}
+
 /// The simulated checkpoint: a pure generator, independent of time and I/O.
 pub struct Checkpoint {
     rng: StdRng,
@@ -157,6 +166,19 @@ impl Checkpoint {
         }
     }
 
+    /// The trucks of this checkpoint (the same for the same config and seed).
+    pub fn trucks(&self) -> Vec<TruckPapers> {
+        self.trucks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TruckPapers {
+                plate: t.plate.clone(),
+                seals: t.seals.clone(),
+                elock_id: elock_id(i),
+            })
+            .collect()
+    }
+
     /// The next event: 60% positions, 15% gate passages, 15% seal reads, 10% weighings.
     pub fn next_event(&mut self) -> PendingEvent {
         let now = Utc::now();
@@ -172,7 +194,7 @@ impl Checkpoint {
             truck.lat += step_deg * truck.course.to_radians().cos();
             truck.lon += step_deg * truck.course.to_radians().sin() / truck.lat.to_radians().cos();
             Body::Position(PositionReading {
-                device_id: format!("EL-{:04}", t + 1),
+                device_id: elock_id(t),
                 lat: (truck.lat * 1e6).round() / 1e6,
                 lon: (truck.lon * 1e6).round() / 1e6,
                 speed_kmh: Some((truck.speed_kmh * 10.0).round() / 10.0),
@@ -227,6 +249,10 @@ impl Checkpoint {
             dedup_key: None,
         }
     }
+}
+
+fn elock_id(truck: usize) -> String {
+    format!("EL-{:04}", truck + 1)
 }
 
 pub async fn run(cfg: SimulateConfig, ctx: SourceContext) -> Result<(), SourceError> {
@@ -317,6 +343,25 @@ mod tests {
         }
         for k in ["position", "gate", "seal", "weight"] {
             assert!(kinds.get(k).copied().unwrap_or(0) > 100, "{kinds:?}");
+        }
+    }
+
+    #[test]
+    fn the_trucks_papers_name_what_their_devices_report() {
+        let mut c = Checkpoint::new(&cfg(), "sim".into());
+        let papers = c.trucks();
+        assert_eq!(papers.len(), cfg().trucks as usize);
+        assert_eq!(papers, Checkpoint::new(&cfg(), "sim".into()).trucks());
+        let plates: Vec<&str> = papers.iter().map(|p| p.plate.as_str()).collect();
+        let seals: Vec<&SealId> = papers.iter().flat_map(|p| &p.seals).collect();
+        let elocks: Vec<&str> = papers.iter().map(|p| p.elock_id.as_str()).collect();
+        for _ in 0..2000 {
+            match c.next_event().body {
+                Body::Gate(g) => assert!(plates.contains(&g.plate.unwrap().as_str())),
+                Body::Seal(r) => assert!(seals.contains(&&r.seal_id)),
+                Body::Position(p) => assert!(elocks.contains(&p.device_id.as_str())),
+                _ => {}
+            }
         }
     }
 }

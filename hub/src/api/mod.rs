@@ -1,5 +1,5 @@
 //! The HTTP API (JSON) for the command centre, the declaration system, enterprises and admins,
-//! plus `/healthz` and `/metrics`.
+//! plus `/healthz`, `/metrics` and the operators' page at `/`.
 //!
 //! Every route is declared once, in `routes()` ([`route_table`] lists it), with the roles it admits; the router is built
 //! from that table, so the access rules, the role tests and the OpenAPI check all read the same
@@ -11,6 +11,7 @@ mod alarms;
 mod audit;
 mod error;
 mod openapi;
+mod page;
 mod sites;
 mod stream;
 mod transits;
@@ -52,7 +53,7 @@ pub struct ApiState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
-    /// No token needed (probes, metrics, the API description).
+    /// No token needed (probes, metrics, the API description, the operators' page).
     Open,
     /// A valid token of one of these roles.
     Roles(&'static [RoleKind]),
@@ -87,6 +88,7 @@ fn routes() -> Vec<(Route, MethodRouter<ApiState>)> {
         access,
     };
     vec![
+        (r(Method::GET, "/", Open), get(page::operators)),
         (r(Method::GET, "/healthz", Open), get(healthz)),
         (r(Method::GET, "/metrics", Open), get(metrics)),
         (

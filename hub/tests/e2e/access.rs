@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// must change this table too.
 fn policy() -> BTreeMap<(&'static str, &'static str), &'static str> {
     BTreeMap::from([
+        (("GET", "/"), "open"),
         (("GET", "/healthz"), "open"),
         (("GET", "/metrics"), "open"),
         (("GET", "/api/openapi.json"), "open"),

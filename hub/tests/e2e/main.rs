@@ -8,6 +8,7 @@ mod external;
 mod harness;
 mod ingest;
 mod openapi;
+mod page;
 mod presence;
 mod restart;
 mod scenarios;
