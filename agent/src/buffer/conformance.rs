@@ -248,7 +248,7 @@ enum Op {
     Ack {
         through: u64,
     },
-    /// `how` 0: `evict_oldest`; 1: a commit that evicts and appends a record declaring the
+    /// `how` 0: a commit that only evicts; 1: a commit that evicts and appends a record declaring the
     /// evicted seqs, with ids; 2: the same with the appended record out of order, which must
     /// leave everything as it was (nothing evicted).
     Evict {
@@ -407,7 +407,15 @@ fn run<E: TestEngine>(ops: &[Op]) {
             } => {
                 let droppable = |c: EventClass| mask & (1 << c.code()) != 0;
                 if *how == 0 {
-                    let got = b.evict_oldest(&droppable, *bytes).expect("evict");
+                    // Eviction alone: a commit that appends nothing.
+                    let remove = Remove::Oldest {
+                        droppable: &droppable,
+                        bytes: *bytes,
+                    };
+                    let got = b
+                        .commit(remove, &mut |_| Append::default())
+                        .expect("evict")
+                        .seqs;
                     assert_eq!(
                         got,
                         m.evict(droppable, *bytes).seqs,

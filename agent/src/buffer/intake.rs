@@ -922,13 +922,6 @@ mod tests {
         fn ack_through(&self, through: Seq) -> Result<u64, BufferError> {
             self.inner.ack_through(through)
         }
-        fn evict_oldest(
-            &self,
-            droppable: &dyn Fn(EventClass) -> bool,
-            bytes: u64,
-        ) -> Result<Vec<Seq>, BufferError> {
-            self.inner.evict_oldest(droppable, bytes)
-        }
         fn stats(&self) -> BufferStats {
             self.inner.stats()
         }

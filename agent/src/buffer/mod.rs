@@ -92,16 +92,6 @@ pub trait Buffer: Send + Sync + 'static {
     /// broker may redeliver a message after its event was acked.
     fn ack_through(&self, through: Seq) -> Result<u64, BufferError>;
 
-    /// Deletes the oldest records whose class `droppable` accepts until at least `bytes` of
-    /// payload are freed or none are left; returns their seqs, ascending. This declares
-    /// nothing: the intake evicts with [`IntakeStore::commit`], which appends the gap in the
-    /// same commit.
-    fn evict_oldest(
-        &self,
-        droppable: &dyn Fn(EventClass) -> bool,
-        bytes: u64,
-    ) -> Result<Vec<Seq>, BufferError>;
-
     fn stats(&self) -> BufferStats;
 
     /// Bytes the buffer occupies on disk right now (the files' sizes, not a counter).

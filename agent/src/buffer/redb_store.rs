@@ -530,15 +530,6 @@ impl Buffer for RedbBuffer {
         })
     }
 
-    fn evict_oldest(
-        &self,
-        droppable: &dyn Fn(EventClass) -> bool,
-        bytes: u64,
-    ) -> Result<Vec<Seq>, BufferError> {
-        let remove = Remove::Oldest { droppable, bytes };
-        Ok(self.commit(remove, &mut |_| Append::default())?.seqs)
-    }
-
     fn stats(&self) -> BufferStats {
         self.tally().stats()
     }

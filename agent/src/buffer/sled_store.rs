@@ -12,7 +12,7 @@ use super::{
     dedup_ids, record, Append, Buffer, BufferError, BufferStats, DedupEntry, IntakeStore,
     OpenReport, Remove, Removed, StoredRecord,
 };
-use qyt_proto::{EventClass, Seq};
+use qyt_proto::Seq;
 use std::fmt::Display;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -235,15 +235,6 @@ impl Buffer for SledBuffer {
         t.oldest = self.oldest()?;
         *lock(&self.tally) = t;
         Ok(n)
-    }
-
-    fn evict_oldest(
-        &self,
-        droppable: &dyn Fn(EventClass) -> bool,
-        bytes: u64,
-    ) -> Result<Vec<Seq>, BufferError> {
-        let remove = Remove::Oldest { droppable, bytes };
-        Ok(self.commit(remove, &mut |_| Append::default())?.seqs)
     }
 
     fn stats(&self) -> BufferStats {

@@ -249,13 +249,6 @@ impl Buffer for Watched {
         self.acked.send_replace(through);
         Ok(n)
     }
-    fn evict_oldest(
-        &self,
-        droppable: &dyn Fn(EventClass) -> bool,
-        bytes: u64,
-    ) -> Result<Vec<Seq>, BufferError> {
-        self.inner.evict_oldest(droppable, bytes)
-    }
     fn stats(&self) -> BufferStats {
         self.inner.stats()
     }
