@@ -1031,14 +1031,17 @@ fn peer(args: &Args, sizes: &Sizes, dir: &Path) -> Result<PeerFigures> {
             args.peer_script.display()
         );
     }
+    // The script runs in the peer's own directory: a path relative to ours would not resolve.
+    let script = std::fs::canonicalize(&args.peer_script)
+        .with_context(|| format!("cannot resolve {}", args.peer_script.display()))?;
     println!(
         "[7] peer: running {} (--n {}, --outage-n {}) …",
-        args.peer_script.display(),
+        script.display(),
         sizes.peer_messages,
         sizes.crash_messages
     );
     let p = PeerRun {
-        script: &args.peer_script,
+        script: &script,
         messages: sizes.peer_messages,
         outage_messages: sizes.crash_messages,
         outage_wait_s: sizes.peer_outage_wait_s,
