@@ -93,9 +93,16 @@ fn full_buffer_refuses_never_drop_drops_others_oldest_first_and_reports_the_gap(
         .filter(|seq| !dropped.contains(seq))
         .min()
         .unwrap();
+    let first_dropped = dropped.iter().next().copied().unwrap();
     assert!(
-        dropped.iter().next().copied().unwrap() < oldest_kept_droppable,
-        "eviction did not start with the oldest droppable events"
+        first_dropped < oldest_kept_droppable,
+        "eviction did not start with the oldest droppable events: seq {first_dropped} dropped first, \
+         seq {oldest_kept_droppable} kept; gaps {gaps:?}; events below: {:?}",
+        events
+            .iter()
+            .filter(|e| e["seq"].as_u64().unwrap() <= first_dropped.max(oldest_kept_droppable))
+            .map(|e| (e["seq"].as_u64().unwrap(), e["kind"].as_str().unwrap().to_string()))
+            .collect::<Vec<_>>()
     );
     // The gaps close the hole: the hub's contiguous position reaches past every dropped seq.
     wait_until(
