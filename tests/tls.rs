@@ -1,62 +1,28 @@
-//! The hub's embedded broker over TLS, end to end with real processes: a qyt-agent uplinks
-//! through the TLS listener, verifying the hub against a CA made here; with mutual TLS the
-//! agent presents its certificate, and a client without one is turned away before it can say
-//! anything in MQTT. Certificates are made with rcgen; nothing is mocked.
+//! TLS end to end with real processes. The hub's embedded broker: a qyt-agent uplinks through
+//! its TLS listener, verifying the hub against a CA made here; with mutual TLS the agent
+//! presents its certificate, and a client without one is turned away before it can say anything
+//! in MQTT. An external broker: the hub consumes from Mosquitto over mutual TLS (`mqtts://`).
+//! Certificates are made with rcgen; nothing is mocked.
 
 mod common;
 
-use common::broker::free_port;
+use common::broker::{free_port, mosquitto_path, mosquitto_required, GatewayBroker};
 use common::process::wait_until;
 use common::{Agent, Hub};
+use qyt_tls::test_pki::{make_pki, TestPki as Pki};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-/// A CA, a hub certificate for 127.0.0.1 and localhost, and an agent certificate.
+/// A CA, a broker certificate for 127.0.0.1 and localhost, and a client certificate.
 fn pki(dir: &Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     std::fs::create_dir_all(dir).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |names: &[&str]| {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(&["127.0.0.1", "localhost"]);
-    let (client_cert, client_key) = leaf(&["demo-gate-01.agents.test"]);
-    let write = |name: &str, pem: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, pem).unwrap();
-        p
-    };
-    Pki {
-        ca: write("ca.pem", &ca_cert.pem()),
-        server_cert: write("hub.pem", &server_cert),
-        server_key: write("hub.key", &server_key),
-        client_cert: write("agent.pem", &client_cert),
-        client_key: write("agent.key", &client_key),
-    }
+    make_pki(dir, &["127.0.0.1", "localhost"])
 }
 
 /// The hub's `[broker.tls]`, requiring client certificates when `mutual`.
@@ -129,13 +95,12 @@ fn mutual_tls_admits_the_agents_certificate_and_turns_away_a_client_without_one(
     for cert in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     let name = ServerName::try_from("127.0.0.1").unwrap();
     let mut conn = ClientConnection::new(Arc::new(config), name).unwrap();
     let mut sock = TcpStream::connect(tls).unwrap();
@@ -160,4 +125,57 @@ fn mutual_tls_admits_the_agents_certificate_and_turns_away_a_client_without_one(
             "the hub neither answered nor closed: {e}"
         );
     }
+}
+
+/// Mosquitto as the hub's external broker, with a TLS listener that requires client
+/// certificates: the hub consumes over `mqtts://`, presenting its own; the agent publishes on
+/// Mosquitto's plain loopback listener. Skipped without Mosquitto unless QYT_REQUIRE_MOSQUITTO.
+#[test]
+fn hub_consumes_from_an_external_broker_over_mutual_tls() {
+    const EVENTS: u64 = 2_000;
+    let Some(bin) = mosquitto_path() else {
+        assert!(
+            !mosquitto_required(),
+            "QYT_REQUIRE_MOSQUITTO is set but mosquitto is not installed"
+        );
+        eprintln!("skipped: mosquitto is not installed (apt-get install mosquitto)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(&dir.path().join("pki"));
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listener = format!(
+        "listener {} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        tls.port(),
+        pki.ca.display(),
+        pki.server_cert.display(),
+        pki.server_key.display()
+    );
+    let broker =
+        GatewayBroker::mosquitto_with(bin, &dir.path().join("broker"), free_port(), &listener);
+    // Mosquitto opens every listener before the plain one answers, which mosquitto_with awaited.
+    let hub = Hub::start_config(
+        &dir.path().join("hub"),
+        broker.addr(),
+        &format!(
+            "url = \"mqtts://{tls}\"\n\n[broker.external_tls]\nca_file = \"{}\"\n\
+             client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+    );
+    let _agent = Agent::start(
+        &dir.path().join("agent"),
+        broker.addr(),
+        true,
+        "",
+        &simulated(EVENTS),
+    );
+    wait_until(
+        120,
+        "every simulated event stored through the external broker",
+        || (hub.stored() >= EVENTS).then_some(()),
+    );
+    assert_eq!(hub.stored(), EVENTS, "each event stored once");
 }

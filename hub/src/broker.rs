@@ -11,9 +11,9 @@ use mqtt5::broker::{
     AclManager, AclRule, BrokerConfig, BrokerShutdownHandle, ComprehensiveAuthProvider, MqttBroker,
     PasswordAuthProvider, Permission,
 };
-use std::future::Future;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -69,16 +69,19 @@ impl Embedded {
             listen,
             source: mqtt5::MqttError::Configuration("no TCP listener was bound".into()),
         })?;
-        let tls_addr = match &config.broker.tls {
-            // mqtt5 only warns when a TLS address cannot be bound and goes on without it; a hub
-            // whose agents are configured for TLS must not start half-deaf.
-            Some(t) => Some(broker.tls_local_addr().ok_or_else(|| BrokerError::Tls {
+        let tls_addr =
+            match &config.broker.tls {
+                // mqtt5 only warns when a TLS address cannot be bound and goes on without it; a hub
+                // whose agents are configured for TLS must not start half-deaf.
+                Some(t) => Some(broker.tls_local_addr().ok_or_else(|| {
+                    BrokerError::Tls {
                 listen: t.listen,
                 detail: "the address could not be bound (in use, or not an address of this host)"
                     .into(),
-            })?),
-            None => None,
-        };
+            }
+                })?),
+                None => None,
+            };
         Ok(Embedded {
             broker,
             addr,

@@ -57,6 +57,10 @@ pub struct BrokerConfig {
     /// Embedded broker only: a TLS listener for agents beside the plain one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<BrokerTls>,
+    /// External broker at an `mqtts://` URL: how the hub's consumer verifies it (and, for
+    /// mutual TLS, the certificate it presents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_tls: Option<qyt_tls::TlsConfig>,
 }
 
 /// `[broker.tls]`: the embedded broker's TLS listener (MQTT over TLS, conventionally port 8883).
@@ -90,6 +94,7 @@ impl Default for BrokerConfig {
             password_file: None,
             keep_alive_s: 30,
             tls: None,
+            external_tls: None,
         }
     }
 }
@@ -181,13 +186,21 @@ pub struct SiteConfig {
 pub struct BrokerUrl {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: over TLS, verified with `[broker.external_tls]`.
+    pub tls: bool,
 }
 
 impl BrokerUrl {
     pub fn parse(url: &str) -> Result<BrokerUrl, String> {
-        let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
-            format!("{url:?} is not supported: write mqtt://host[:port] (TLS is not supported yet)")
-        })?;
+        let (tls, rest) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => {
+                return Err(format!(
+                    "{url:?} is not supported: write mqtt://host[:port], or mqtts://host[:port] for TLS"
+                ))
+            }
+        };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             // An IPv6 literal has colons of its own; only a colon after `]` starts a port.
@@ -197,7 +210,7 @@ impl BrokerUrl {
                     .map_err(|_| format!("{url:?} has port {p:?}: use a number from 1 to 65535"))?;
                 (h, port)
             }
-            _ => (rest, 1883),
+            _ => (rest, if tls { 8883 } else { 1883 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || host.contains('/') || port == 0 {
@@ -206,6 +219,7 @@ impl BrokerUrl {
         Ok(BrokerUrl {
             host: host.to_string(),
             port,
+            tls,
         })
     }
 }
@@ -366,8 +380,29 @@ impl Config {
         let b = &self.broker;
         let embedded = b.url.is_none();
         if let Some(url) = &b.url {
-            if let Err(e) = BrokerUrl::parse(url) {
-                bad("broker.url".into(), e);
+            match (BrokerUrl::parse(url), &b.external_tls) {
+                (Err(e), _) => bad("broker.url".into(), e),
+                (Ok(u), None) if u.tls => bad(
+                    "broker.external_tls".into(),
+                    format!(
+                        "missing although broker.url {url:?} is mqtts://: add [broker.external_tls] \
+                         with the ca_file that signed the broker's certificate"
+                    ),
+                ),
+                (Ok(u), Some(_)) if !u.tls => bad(
+                    "broker.external_tls".into(),
+                    format!("only used with an mqtts:// broker.url, not {url:?}: remove it or use mqtts://"),
+                ),
+                (Ok(_), Some(t)) => {
+                    if let Err(e) = qyt_tls::client_config(t) {
+                        let key = match e.config_key() {
+                            "" => "broker.external_tls".to_string(),
+                            k => format!("broker.external_tls.{k}"),
+                        };
+                        bad(key, e.to_string());
+                    }
+                }
+                (Ok(_), None) => {}
             }
         } else {
             if b.username.is_some() {
@@ -709,7 +744,11 @@ key_file = \"{}\"
         );
         let issues = Config::parse(&text).unwrap_err();
         let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["broker.tls.key_file", "broker.tls.listen"], "{issues:?}");
+        assert_eq!(
+            keys,
+            ["broker.tls.key_file", "broker.tls.listen"],
+            "{issues:?}"
+        );
 
         let text = format!(
             "{}
@@ -728,6 +767,25 @@ key_file = \"{}\"
         let issues = Config::parse(&text).unwrap_err();
         let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["broker.tls"], "{issues:?}");
+
+        // An external broker over TLS needs its CA; a readable file that is no CA is named.
+        let text = format!("{}\n[broker]\nurl = \"mqtts://broker.lan\"\n", minimal());
+        let issues = Config::parse(&text).unwrap_err();
+        assert_eq!(issues[0].key, "broker.external_tls", "{issues:?}");
+        let text = format!(
+            "{}\n[broker]\nurl = \"mqtts://broker.lan\"\n\n[broker.external_tls]\nca_file = \"{}\"\n",
+            minimal(),
+            cert.display()
+        );
+        let issues = Config::parse(&text).unwrap_err();
+        assert_eq!(issues[0].key, "broker.external_tls.ca_file", "{issues:?}");
+        let text = format!(
+            "{}\n[broker]\nurl = \"mqtt://broker.lan\"\n\n[broker.external_tls]\nca_file = \"{}\"\n",
+            minimal(),
+            cert.display()
+        );
+        let issues = Config::parse(&text).unwrap_err();
+        assert_eq!(issues[0].key, "broker.external_tls", "{issues:?}");
     }
 
     #[test]
@@ -782,16 +840,19 @@ key_file = \"{}\"
             BrokerUrl::parse("mqtt://10.0.0.1").unwrap(),
             BrokerUrl {
                 host: "10.0.0.1".into(),
-                port: 1883
+                port: 1883,
+                tls: false
             }
         );
+        let secure = BrokerUrl::parse("mqtts://broker.lan").unwrap();
+        assert_eq!((secure.port, secure.tls), (8883, true));
         assert_eq!(BrokerUrl::parse("mqtt://[::1]:1884").unwrap().port, 1884);
         assert_eq!(
             BrokerUrl::parse("mqtt://broker.lan:8883/").unwrap().host,
             "broker.lan"
         );
         for bad in [
-            "mqtts://x",
+            "ws://x",
             "mqtt://",
             "mqtt://x:0",
             "mqtt://x:port",

@@ -12,7 +12,7 @@ use crate::validate::{Rejection, Validator};
 use qyt_proto::{encode, Ack, Topics};
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
-    SubscribeReasonCode,
+    SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub struct Settings {
     pub credentials: Option<(String, String)>,
     pub keep_alive: Duration,
     pub max_packet_bytes: usize,
+    /// TLS to an external `mqtts://` broker.
+    pub tls: Option<Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
 }
 
 /// Prepares the connection. Returns the client for sending acks, a flag that is true while the
@@ -52,6 +54,9 @@ pub fn connect(
         .set_max_packet_size(settings.max_packet_bytes, settings.max_packet_bytes);
     if let Some((user, password)) = settings.credentials {
         options.set_credentials(user, password);
+    }
+    if let Some(tls) = settings.tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     }
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     // Acks are small and agents wait for them; Nagle's algorithm delayed them by tens of ms.

@@ -132,6 +132,8 @@ impl Hub {
                     loopback_for(addr.ip()).to_string(),
                     addr.port(),
                     Some((HUB_USER.to_string(), password)),
+                    // The consumer reaches the embedded broker over loopback.
+                    None,
                 );
                 (Some(embedded), settings)
             }
@@ -159,7 +161,20 @@ impl Hub {
                     (Some(user), None) => Some((user.clone(), String::new())),
                     _ => None,
                 };
-                (None, settings(&config, url.host, url.port, credentials))
+                let tls = match (&config.broker.external_tls, url.tls) {
+                    (Some(t), true) => Some(qyt_tls::client_config(t).map_err(|e| {
+                        HubError::Config(vec![ConfigIssue {
+                            key: "broker.external_tls".into(),
+                            line: None,
+                            message: e.to_string(),
+                        }])
+                    })?),
+                    _ => None,
+                };
+                (
+                    None,
+                    settings(&config, url.host, url.port, credentials, tls),
+                )
             }
         };
         let listener = TcpListener::bind(config.http.listen)
@@ -380,8 +395,10 @@ fn settings(
     host: String,
     port: u16,
     credentials: Option<(String, String)>,
+    tls: Option<Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
 ) -> Settings {
     Settings {
+        tls,
         host,
         port,
         client_id: config.broker.client_id.clone(),

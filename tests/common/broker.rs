@@ -64,6 +64,11 @@ impl GatewayBroker {
     }
 
     pub fn mosquitto(bin: &str, dir: &Path, port: u16) -> GatewayBroker {
+        Self::mosquitto_with(bin, dir, port, "")
+    }
+
+    /// [`GatewayBroker::mosquitto`] with more configuration lines (e.g. a TLS listener).
+    pub fn mosquitto_with(bin: &str, dir: &Path, port: u16, extra: &str) -> GatewayBroker {
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
@@ -78,7 +83,7 @@ impl GatewayBroker {
         .unwrap();
         // As root, mosquitto drops to its own user unless told otherwise; the test's temp dir
         // belongs to root, so keep root.
-        let conf_text = std::fs::read_to_string(&conf).unwrap() + "user root\n";
+        let conf_text = std::fs::read_to_string(&conf).unwrap() + "user root\n" + extra;
         std::fs::write(&conf, conf_text).unwrap();
         let child = Command::new(bin)
             .arg("-c")

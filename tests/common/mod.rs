@@ -113,17 +113,22 @@ impl Hub {
     pub fn start_with(dir: &Path, external: Option<SocketAddr>, broker_extra: &str) -> Hub {
         let broker =
             external.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], broker::free_port())));
-        let http = SocketAddr::from(([127, 0, 0, 1], broker::free_port()));
         let broker_section = match external {
             Some(addr) => format!("url = \"mqtt://{addr}\"\n"),
             None => format!("listen = \"{broker}\"\nallow_anonymous = false\n"),
         };
+        Hub::start_config(dir, broker, &format!("{broker_section}\n{broker_extra}"))
+    }
+
+    /// A hub whose `[broker]` table is `broker_toml`; agents reach its broker at `broker`.
+    pub fn start_config(dir: &Path, broker: SocketAddr, broker_toml: &str) -> Hub {
+        let http = SocketAddr::from(([127, 0, 0, 1], broker::free_port()));
         let config = dir.join("hub.toml");
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(
             &config,
             format!(
-                "[broker]\n{broker_section}\n{broker_extra}\n[store]\npath = \"{}\"\n\n[http]\nlisten = \"{http}\"\n\n{}",
+                "[broker]\n{broker_toml}\n[store]\npath = \"{}\"\n\n[http]\nlisten = \"{http}\"\n\n{}",
                 dir.join("hub.db").display(),
                 shipped_hub_auth()
             ),

@@ -536,21 +536,13 @@ impl Writer {
                 return;
             }
         };
-        let mut stored = 0u64;
-        let mut took_droppable = false;
-        for job in jobs {
-            if let Some(class) = job.refused {
-                self.metrics
-                    .dropped(DropKind::RefusedFull, job.events.len() as u64);
-                let _ = job.reply.send(Err(IntakeError::Full { class }));
-                continue;
-            }
-            stored += job.events.len() as u64;
-            took_droppable |= job.events.iter().any(|e| self.droppable(e.body.class()));
-            let _ = job
-                .reply
-                .send(Ok(job.events.iter().map(|e| e.seq).collect()));
-        }
+        // Counted and published before anyone is answered: a submitter that sees its events
+        // accepted finds them in the metrics and the durable watch too.
+        let accepted: Vec<&Job> = jobs.iter().filter(|j| j.refused.is_none()).collect();
+        let mut stored: u64 = accepted.iter().map(|j| j.events.len() as u64).sum();
+        let took_droppable = accepted
+            .iter()
+            .any(|j| j.events.iter().any(|e| self.droppable(e.body.class())));
         if !removed.seqs.is_empty() {
             stored += 1;
             self.metrics
@@ -559,6 +551,22 @@ impl Writer {
                 count = removed.seqs.len(),
                 "buffer full: evicted the oldest droppable events, declared as a gap in the same commit"
             );
+        }
+        if stored > 0 {
+            self.metrics.durable.fetch_add(stored, Relaxed);
+            self.metrics.commits.fetch_add(1, Relaxed);
+            self.durable.send_replace(self.buffer.next_seq());
+        }
+        for job in jobs {
+            if let Some(class) = job.refused {
+                self.metrics
+                    .dropped(DropKind::RefusedFull, job.events.len() as u64);
+                let _ = job.reply.send(Err(IntakeError::Full { class }));
+                continue;
+            }
+            let _ = job
+                .reply
+                .send(Ok(job.events.iter().map(|e| e.seq).collect()));
         }
         if let Some(sq) = squeeze {
             if removed.bytes < sq.evict {
@@ -577,9 +585,6 @@ impl Writer {
             self.droppables_exhausted = false;
         }
         if stored > 0 {
-            self.metrics.durable.fetch_add(stored, Relaxed);
-            self.metrics.commits.fetch_add(1, Relaxed);
-            self.durable.send_replace(self.buffer.next_seq());
             self.update_gauges();
         }
     }

@@ -4,19 +4,19 @@
 //!
 //! Split after rumqtt's own layering: [`state`] is the pure ack/resend state machine, [`task`]
 //! the tokio side (event loop poller, batch sender, deleter), [`status`] the retained presence
-//! message, [`tls`] the rustls client config, [`backoff`] the delay between connection attempts.
+//! message, [`backoff`] the delay between connection attempts; the rustls client config comes from
+//! [`qyt_tls`], shared with the hub.
 
 pub mod backoff;
 pub mod state;
 pub mod status;
 mod task;
-pub mod tls;
 
 #[cfg(test)]
 mod tests;
 
+pub use qyt_tls::{TlsConfig, TlsError};
 pub use task::run;
-pub use tls::{TlsConfig, TlsError};
 
 use qyt_proto::MAX_BATCH_BYTES;
 use serde::{Deserialize, Serialize};
@@ -187,8 +187,12 @@ impl UplinkConfig {
             bad("status_interval_s", "must be at least 1 second".into());
         }
         if let Some(t) = &self.tls {
-            if let Err(e) = tls::client_config(t) {
-                bad(e.config_key(), e.to_string());
+            if let Err(e) = qyt_tls::client_config(t) {
+                let key = match e.config_key() {
+                    "" => "tls".to_string(),
+                    k => format!("tls.{k}"),
+                };
+                bad(&key, e.to_string());
             }
         }
         if p.is_empty() {

@@ -67,11 +67,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), UplinkError> {
     cfg.validate().map_err(UplinkError::Config)?;
-    let tls = cfg
-        .tls
-        .as_ref()
-        .map(super::tls::client_config)
-        .transpose()?;
+    let tls = cfg.tls.as_ref().map(qyt_tls::client_config).transpose()?;
     let span = tracing::info_span!("uplink", site = %site, broker = %format_args!("{}:{}", cfg.host, cfg.port));
     run_inner(cfg, tls, site, buffer, durable, metrics, shutdown)
         .instrument(span)

@@ -588,7 +588,7 @@ async fn the_last_will_says_offline_when_the_agent_vanishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_to_the_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = super::tls::tests::make_pki(dir.path(), &["127.0.0.1"]);
+    let pki = qyt_tls::test_pki::make_pki(dir.path(), &["127.0.0.1"]);
     let broker_tls =
         mqtt5::broker::config::TlsConfig::new(pki.server_cert.clone(), pki.server_key.clone())
             .with_ca_file(pki.ca.clone())
@@ -621,7 +621,7 @@ async fn mutual_tls_to_the_broker() {
 async fn server_name_verifies_a_broker_reached_by_ip_against_its_dns_name() {
     let dir = tempfile::tempdir().unwrap();
     // The broker's certificate names only broker.test, and the agent connects to 127.0.0.1.
-    let pki = super::tls::tests::make_pki(dir.path(), &["broker.test"]);
+    let pki = qyt_tls::test_pki::make_pki(dir.path(), &["broker.test"]);
     let broker_tls =
         mqtt5::broker::config::TlsConfig::new(pki.server_cert.clone(), pki.server_key.clone())
             .with_bind_address("127.0.0.1:0".parse::<SocketAddr>().unwrap());

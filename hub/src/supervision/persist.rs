@@ -595,7 +595,9 @@ mod tests {
         let mut conn = Store::writer(&path).unwrap();
         let site = |s: &str| SiteId::new(s).unwrap();
         let weighing = |s: &str, seq: u64| Weighing {
-            at: "2026-03-02T08:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+            at: "2026-03-02T08:00:00Z"
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
                 + chrono::Duration::seconds(seq as i64),
             kg: 1000.0 + seq as f64,
             cause: EventRef { site: site(s), seq },

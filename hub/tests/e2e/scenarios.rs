@@ -936,8 +936,7 @@ async fn a_weighing_before_a_hub_restart_still_counts_after_it() {
             .any(|e| e["text"] == "weighed 20000 kg at gate-a"),
         "{t}"
     );
-    s.live("gate-c", vec![(120, pos(31.0, 121.01, 55.0))])
-        .await;
+    s.live("gate-c", vec![(120, pos(31.0, 121.01, 55.0))]).await;
     // 10 % lighter at the destination: the origin's weighing from before the restart is the
     // one it is compared with.
     let mut arrival = Scenario::arrival(

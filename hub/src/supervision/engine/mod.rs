@@ -216,7 +216,6 @@ impl Engine {
     }
 }
 
-
 /// The event being applied.
 struct Ctx {
     /// Observed time.

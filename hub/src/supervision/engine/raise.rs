@@ -5,7 +5,14 @@ use super::*;
 impl Engine {
     /// An act: raised once per `key` per transit; while the alarm is open a new act counts as
     /// another occurrence.
-    pub(super) fn raise_act(&mut self, t: &mut Transit, rule: Rule, c: &Ctx, key: String, text: String) {
+    pub(super) fn raise_act(
+        &mut self,
+        t: &mut Transit,
+        rule: Rule,
+        c: &Ctx,
+        key: String,
+        text: String,
+    ) {
         if !t.reported.insert(key) {
             return;
         }

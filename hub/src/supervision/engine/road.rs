@@ -138,7 +138,14 @@ impl Engine {
 
     /// A condition episode ended: the alarm (if any) stops being active; an episode that
     /// crossed its threshold only in late data is recorded, without an alarm.
-    pub(super) fn episode_over(&mut self, t: &mut Transit, c: &Ctx, rule: Rule, ep: &Episode, what: &str) {
+    pub(super) fn episode_over(
+        &mut self,
+        t: &mut Transit,
+        c: &Ctx,
+        rule: Rule,
+        ep: &Episode,
+        what: &str,
+    ) {
         if ep.alarmed {
             self.deactivate(rule, Some(t), None, c.now);
             self.note(

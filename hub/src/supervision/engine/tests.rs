@@ -68,7 +68,14 @@ impl Rig {
             .map(|s| (site(s), None))
             .collect();
         let mut r = Rig {
-            e: Engine::new(SupervisionConfig::default(), sites, vec![], vec![], 1, vec![]),
+            e: Engine::new(
+                SupervisionConfig::default(),
+                sites,
+                vec![],
+                vec![],
+                1,
+                vec![],
+            ),
             seqs: BTreeMap::new(),
             now: t0(),
             all: Changes::default(),

@@ -69,7 +69,12 @@ impl Engine {
         self.finish()
     }
 
-    pub(super) fn timers(&mut self, t: &mut Transit, now: DateTime<Utc>, behind: &BTreeSet<SiteId>) {
+    pub(super) fn timers(
+        &mut self,
+        t: &mut Transit,
+        now: DateTime<Utc>,
+        behind: &BTreeSet<SiteId>,
+    ) {
         if let Some(limit) = t.limit() {
             if t.status < Status::Arrived
                 && now > limit

@@ -50,7 +50,13 @@ impl Engine {
     }
 
     /// Takes the stable weighing at `site` nearest in time to the gate passage of that end.
-    pub(super) fn weigh_end(&mut self, t: &mut Transit, site: &SiteId, origin: bool, now: DateTime<Utc>) {
+    pub(super) fn weigh_end(
+        &mut self,
+        t: &mut Transit,
+        site: &SiteId,
+        origin: bool,
+        now: DateTime<Utc>,
+    ) {
         let end = if origin {
             &mut t.origin_check
         } else {

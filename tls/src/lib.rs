@@ -1,6 +1,10 @@
-//! TLS to the hub's broker: a rustls client config with the ring provider chosen explicitly (the
-//! build carries no other provider, and nothing here relies on a process-wide default), trusting
-//! only the CA in `ca_file`, optionally presenting a client certificate.
+//! TLS to an MQTT broker, shared by the agent's uplink (to the hub's broker) and the hub's
+//! consumer (to an external broker), so both verify brokers the same way: a rustls client config
+//! with the ring provider chosen explicitly (the build carries no other provider, and nothing
+//! here relies on a process-wide default), trusting only the CA in `ca_file`, optionally
+//! presenting a client certificate.
+//!
+//! With the `test-pki` feature, [`test_pki`] makes a CA and certificates for tests.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -11,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// `[uplink.tls]`: connect with TLS, verifying the broker against `ca_file`.
+/// A TLS client table (`[uplink.tls]` of the agent, `[broker.external_tls]` of the hub): connect
+/// with TLS, verifying the broker against `ca_file`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -24,8 +29,9 @@ pub struct TlsConfig {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `client_cert_file`.
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
-    /// The name the broker's certificate must carry, when it differs from `uplink.host` (for
-    /// example when connecting by IP address to a broker whose certificate names its DNS name).
+    /// The name the broker's certificate must carry, when it differs from the host connected to
+    /// (for example when connecting by IP address to a broker whose certificate names its DNS
+    /// name).
     #[serde(default)]
     pub server_name: Option<String>,
 }
@@ -66,22 +72,23 @@ pub enum TlsError {
 }
 
 impl TlsError {
-    /// The config key (under `uplink.`) the problem belongs to, for `check-config`.
+    /// The key of the TLS table the problem belongs to (empty: the table as a whole), for
+    /// `check-config`.
     pub fn config_key(&self) -> &'static str {
         match self {
             TlsError::Read { what, .. }
             | TlsError::Pem { what, .. }
             | TlsError::NoCertificate { what, .. } => {
                 if *what == CA {
-                    "tls.ca_file"
+                    "ca_file"
                 } else {
-                    "tls.client_cert_file"
+                    "client_cert_file"
                 }
             }
-            TlsError::BadRoot { .. } | TlsError::Setup(_) => "tls.ca_file",
-            TlsError::NoKey { .. } | TlsError::ClientAuth(_) => "tls.client_key_file",
-            TlsError::ClientAuthPair => "tls",
-            TlsError::ServerName { .. } => "tls.server_name",
+            TlsError::BadRoot { .. } | TlsError::Setup(_) => "ca_file",
+            TlsError::NoKey { .. } | TlsError::ClientAuth(_) => "client_key_file",
+            TlsError::ClientAuthPair => "",
+            TlsError::ServerName { .. } => "server_name",
         }
     }
 }
@@ -161,7 +168,7 @@ pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, TlsError> {
 }
 
 /// Verifies the broker's certificate against a configured name instead of the host connected
-/// to. rumqttc always verifies against `uplink.host`, so this is how `server_name` takes effect;
+/// to. rumqttc always verifies against the host it dials, so this is how `server_name` takes effect;
 /// everything else (chain, validity, signatures) is the stock WebPKI verification.
 #[derive(Debug)]
 struct FixedServerName {
@@ -205,13 +212,13 @@ impl ServerCertVerifier for FixedServerName {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+#[cfg(any(test, feature = "test-pki"))]
+pub mod test_pki {
+    use std::path::{Path, PathBuf};
 
     /// A CA, a server certificate for `server_names` and a client certificate, written as PEM
     /// files into `dir`.
-    pub(crate) struct TestPki {
+    pub struct TestPki {
         pub ca: PathBuf,
         pub server_cert: PathBuf,
         pub server_key: PathBuf,
@@ -219,19 +226,26 @@ pub(crate) mod tests {
         pub client_key: PathBuf,
     }
 
-    pub(crate) fn make_pki(dir: &Path, server_names: &[&str]) -> TestPki {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    pub fn make_pki(dir: &Path, server_names: &[&str]) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        // Each certificate gets its own subject: with rcgen's default, one for all, OpenSSL
+        // (Mosquitto) takes a leaf for self-signed and refuses it.
+        let named = |names: Vec<String>, common_name: &str| {
+            let mut params = CertificateParams::new(names).unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, common_name);
+            params
+        };
         let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut ca_params = named(vec![], "QuanYuTong test CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf = |names: Vec<String>| {
             let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(names)
-                .unwrap()
-                .signed_by(&key, &issuer)
-                .unwrap();
+            let common_name = names[0].clone();
+            let cert = named(names, &common_name).signed_by(&key, &issuer).unwrap();
             (cert.pem(), key.serialize_pem())
         };
         let (server_cert, server_key) = leaf(server_names.iter().map(|n| n.to_string()).collect());
@@ -249,6 +263,12 @@ pub(crate) mod tests {
             client_key: write("client.key", &client_key),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_pki::make_pki;
+    use super::*;
 
     fn cfg(ca: &Path) -> TlsConfig {
         TlsConfig {
@@ -284,7 +304,7 @@ pub(crate) mod tests {
             err.to_string().contains("nope.pem") && err.to_string().contains("CA file"),
             "{err}"
         );
-        assert_eq!(err.config_key(), "tls.ca_file");
+        assert_eq!(err.config_key(), "ca_file");
 
         let garbage = dir.path().join("garbage.pem");
         std::fs::write(&garbage, b"this is not a certificate\n").unwrap();
@@ -322,7 +342,7 @@ pub(crate) mod tests {
         };
         let err = client_config(&wrong_key).unwrap_err();
         assert!(matches!(err, TlsError::NoKey { .. }), "{err}");
-        assert_eq!(err.config_key(), "tls.client_key_file");
+        assert_eq!(err.config_key(), "client_key_file");
 
         let mismatched = TlsConfig {
             client_cert_file: Some(pki.client_cert.clone()),
