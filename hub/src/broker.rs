@@ -11,11 +11,8 @@ use mqtt5::broker::{
     AclManager, AclRule, BrokerConfig, BrokerShutdownHandle, ComprehensiveAuthProvider, MqttBroker,
     PasswordAuthProvider, Permission,
 };
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 /// The hub consumer's username. `@` cannot occur in a site id, so no site can take this name.
@@ -119,27 +116,11 @@ fn tls_config(t: &BrokerTls) -> Result<TlsConfig, BrokerError> {
         listen: t.listen,
         detail,
     };
-    let certs = |key: &str, path: &Path| -> Result<(), BrokerError> {
-        let found = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| fail(format!("{key} {}: {e}", path.display())))?;
-        if found.is_empty() {
-            return Err(fail(format!(
-                "{key} {} holds no `-----BEGIN CERTIFICATE-----` block",
-                path.display()
-            )));
-        }
-        Ok(())
-    };
-    certs("broker.tls.cert_file", &t.cert_file)?;
-    PrivateKeyDer::from_pem_file(&t.key_file).map_err(|e| {
-        fail(format!(
-            "broker.tls.key_file {}: {e} (a PEM PKCS#8, PKCS#1 or SEC1 key is needed)",
-            t.key_file.display()
-        ))
-    })?;
+    let fail = |e: qyt_tls::TlsError| fail(e.to_string());
+    qyt_tls::certificates("broker.tls.cert_file", &t.cert_file).map_err(fail)?;
+    qyt_tls::private_key("broker.tls.key_file", &t.key_file).map_err(fail)?;
     if let Some(ca) = &t.client_ca_file {
-        certs("broker.tls.client_ca_file", ca)?;
+        qyt_tls::certificates("broker.tls.client_ca_file", ca).map_err(fail)?;
     }
     let mut c = TlsConfig::new(t.cert_file.clone(), t.key_file.clone())
         .with_bind_address(t.listen)

@@ -38,7 +38,7 @@ pub struct TlsConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {what} {}: {source}; check that the file exists and the agent may read it", path.display())]
+    #[error("cannot read {what} {}: {source}; check that the file exists and this service may read it", path.display())]
     Read {
         what: &'static str,
         path: PathBuf,
@@ -59,8 +59,12 @@ pub enum TlsError {
         index: usize,
         detail: String,
     },
-    #[error("client key file {} holds no usable private key ({detail}); it must be a PEM PKCS#8, PKCS#1 (RSA) or SEC1 (EC) key", path.display())]
-    NoKey { path: PathBuf, detail: String },
+    #[error("{what} {} holds no usable private key ({detail}); it must be a PEM PKCS#8, PKCS#1 (RSA) or SEC1 (EC) key", path.display())]
+    NoKey {
+        what: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
     #[error("client_cert_file and client_key_file go together: set both (mutual TLS) or neither")]
     ClientAuthPair,
     #[error("server_name {name:?} is not a valid DNS name or IP address")]
@@ -104,7 +108,11 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The certificates of the PEM file at `path` (at least one), `what` naming it in errors.
+pub fn certificates(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(what, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -120,6 +128,16 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
         });
     }
     Ok(certs)
+}
+
+/// The private key of the PEM file at `path`, `what` naming it in errors.
+pub fn private_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(what, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::NoKey {
+        what,
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
 }
 
 /// Builds the client config for `cfg`, reading every file it names.
@@ -153,11 +171,7 @@ pub fn client_config(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, TlsError> {
         (None, None) => builder.with_no_client_auth(),
         (Some(cert), Some(key)) => {
             let chain = certificates(CLIENT_CERT, cert)?;
-            let pem = read("client key file", key)?;
-            let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::NoKey {
-                path: key.clone(),
-                detail: e.to_string(),
-            })?;
+            let key_der = private_key("client key file", key)?;
             builder
                 .with_client_auth_cert(chain, key_der)
                 .map_err(TlsError::ClientAuth)?

@@ -913,9 +913,6 @@ mod tests {
         fn acked(&self) -> Seq {
             self.inner.acked()
         }
-        fn append(&self, records: &[StoredRecord]) -> Result<(), BufferError> {
-            self.inner.append(records)
-        }
         fn read_from(
             &self,
             from: Seq,

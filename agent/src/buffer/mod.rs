@@ -74,10 +74,6 @@ pub trait Buffer: Send + Sync + 'static {
     /// The highest seq acknowledged by the hub (persisted); 0 if none.
     fn acked(&self) -> Seq;
 
-    /// Appends records (ascending seqs, the first at least `next_seq()`) in one durable commit:
-    /// when this returns `Ok`, they survive kill -9 and power loss.
-    fn append(&self, records: &[StoredRecord]) -> Result<(), BufferError>;
-
     /// Up to `max_events` records with seq >= `from`, ascending, stopping before `max_bytes` of
     /// payload would be exceeded (but always at least one record if any exists).
     fn read_from(
@@ -156,6 +152,16 @@ pub trait IntakeStore: Buffer {
     /// Forgets the device message ids accepted before `before_ms`, in a commit of its own;
     /// returns how many. Acks never delete ids: only their age does.
     fn prune_ids(&self, before_ms: i64) -> Result<u64, BufferError>;
+
+    /// Appends records (ascending seqs, the first at least `next_seq()`) in one durable commit,
+    /// without device ids: for tests and benchmarks that fill a buffer without an intake.
+    fn append(&self, records: &[StoredRecord]) -> Result<(), BufferError> {
+        self.commit(Remove::Nothing, &mut |_| Append {
+            records: records.to_vec(),
+            ids: Vec::new(),
+        })
+        .map(drop)
+    }
 }
 
 /// Opens the configured engine in `dir` (created if missing).

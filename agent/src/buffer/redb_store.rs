@@ -447,14 +447,6 @@ impl Buffer for RedbBuffer {
         self.tally().meta.acked
     }
 
-    fn append(&self, records: &[StoredRecord]) -> Result<(), BufferError> {
-        self.commit(Remove::Nothing, &mut |_| Append {
-            records: records.to_vec(),
-            ids: Vec::new(),
-        })
-        .map(drop)
-    }
-
     fn read_from(
         &self,
         from: Seq,

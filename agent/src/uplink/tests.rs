@@ -9,6 +9,7 @@
 //! need one is short instead, and nothing asserts on how long anything took.
 
 use super::*;
+use crate::buffer::IntakeStore;
 use crate::buffer::{self, Buffer, BufferError, BufferStats, Engine, StoredRecord};
 use crate::metrics::Metrics;
 use mqtt5::broker::{
@@ -222,7 +223,7 @@ impl Peer {
 
 /// The real buffer, reporting each completed delete so tests can wait for it.
 struct Watched {
-    inner: Arc<dyn Buffer>,
+    inner: Arc<dyn IntakeStore>,
     acked: watch::Sender<Seq>,
 }
 
@@ -232,9 +233,6 @@ impl Buffer for Watched {
     }
     fn acked(&self) -> Seq {
         self.inner.acked()
-    }
-    fn append(&self, records: &[StoredRecord]) -> Result<(), BufferError> {
-        self.inner.append(records)
     }
     fn read_from(
         &self,
@@ -263,6 +261,7 @@ impl Buffer for Watched {
 struct Agent {
     site: SiteId,
     buffer: Arc<dyn Buffer>,
+    store: Arc<dyn IntakeStore>,
     deleted: watch::Receiver<Seq>,
     durable: watch::Sender<Seq>,
     metrics: Arc<Metrics>,
@@ -305,10 +304,16 @@ fn record(site: &SiteId, seq: u64) -> StoredRecord {
     }
 }
 
-fn open_buffer(dir: &Path) -> (Arc<dyn Buffer>, watch::Receiver<Seq>) {
-    let (inner, _) = buffer::open(Engine::Redb, dir).expect("buffer opens");
-    let (acked, deleted) = watch::channel(inner.acked());
-    (Arc::new(Watched { inner, acked }), deleted)
+/// The buffer as the uplink sees it, the store behind it (to append to, as the intake would),
+/// and the deletes.
+fn open_buffer(dir: &Path) -> (Arc<dyn Buffer>, Arc<dyn IntakeStore>, watch::Receiver<Seq>) {
+    let (store, _) = buffer::open(Engine::Redb, dir).expect("buffer opens");
+    let (acked, deleted) = watch::channel(store.acked());
+    let watched = Watched {
+        inner: store.clone(),
+        acked,
+    };
+    (Arc::new(watched), store, deleted)
 }
 
 impl Agent {
@@ -317,9 +322,9 @@ impl Agent {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let site = site();
-        let (buffer, deleted) = open_buffer(dir.path());
+        let (buffer, store, deleted) = open_buffer(dir.path());
         let records: Vec<StoredRecord> = (1..=events).map(|s| record(&site, s)).collect();
-        buffer.append(&records).unwrap();
+        store.append(&records).unwrap();
         let (durable, durable_rx) = watch::channel(buffer.next_seq());
         let metrics = Metrics::new();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -336,6 +341,7 @@ impl Agent {
         Agent {
             site,
             buffer,
+            store,
             deleted,
             durable,
             metrics,
@@ -348,7 +354,7 @@ impl Agent {
     /// Makes events `from..=to` durable, as the intake does.
     fn add(&self, from: u64, to: u64) {
         let records: Vec<StoredRecord> = (from..=to).map(|s| record(&self.site, s)).collect();
-        self.buffer.append(&records).unwrap();
+        self.store.append(&records).unwrap();
         self.durable.send_replace(self.buffer.next_seq());
     }
 
@@ -651,7 +657,7 @@ async fn server_name_verifies_a_broker_reached_by_ip_against_its_dns_name() {
 #[tokio::test]
 async fn a_missing_ca_file_is_refused_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
-    let (buffer, _) = open_buffer(dir.path());
+    let (buffer, _, _) = open_buffer(dir.path());
     let (_durable, durable_rx) = watch::channel(Seq(1));
     let cfg = UplinkConfig {
         tls: Some(TlsConfig {
