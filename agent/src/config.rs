@@ -49,17 +49,18 @@ pub struct BufferConfig {
     pub max_commit_events: usize,
 }
 
+// The defaults are the intake's own.
 fn default_max_bytes() -> u64 {
-    1 << 30
+    IntakeConfig::default().max_bytes
 }
 fn default_never_drop() -> Vec<EventClass> {
-    vec![EventClass::Seal, EventClass::Gate, EventClass::Alarm]
+    IntakeConfig::default().never_drop
 }
 fn default_commit_delay_ms() -> u64 {
-    5
+    IntakeConfig::default().commit_delay_ms
 }
 fn default_max_commit_events() -> usize {
-    2000
+    IntakeConfig::default().max_commit_events
 }
 
 impl BufferConfig {

@@ -102,51 +102,30 @@ pub struct PendingEvent {
     pub dedup_key: Option<String>,
 }
 
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How the intake works; the defaults are those of the config file's `[buffer]`.
+#[derive(Debug, Clone)]
 pub struct IntakeConfig {
     /// Bound on the bytes the buffer occupies on disk.
-    #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
     /// Classes never evicted when the buffer is full: refused at intake instead.
-    #[serde(default = "default_never_drop")]
     pub never_drop: Vec<EventClass>,
     /// Longest time the writer waits to gather a group commit when the queue is idle.
-    #[serde(default = "default_commit_delay_ms")]
     pub commit_delay_ms: u64,
     /// Events in a group commit beyond which the writer takes no further submission.
-    #[serde(default = "default_max_commit_events")]
     pub max_commit_events: usize,
     /// How long accepted device message ids are kept (at least as long as any source's
     /// duplicate window, or a restart forgets ids the source would still recognise).
-    #[serde(default = "default_dedup_retain_ms")]
     pub dedup_retain_ms: u64,
-}
-
-fn default_max_bytes() -> u64 {
-    1 << 30
-}
-fn default_never_drop() -> Vec<EventClass> {
-    vec![EventClass::Seal, EventClass::Gate, EventClass::Alarm]
-}
-fn default_commit_delay_ms() -> u64 {
-    5
-}
-fn default_max_commit_events() -> usize {
-    2000
-}
-fn default_dedup_retain_ms() -> u64 {
-    24 * 60 * 60 * 1000
 }
 
 impl Default for IntakeConfig {
     fn default() -> IntakeConfig {
         IntakeConfig {
-            max_bytes: default_max_bytes(),
-            never_drop: default_never_drop(),
-            commit_delay_ms: default_commit_delay_ms(),
-            max_commit_events: default_max_commit_events(),
-            dedup_retain_ms: default_dedup_retain_ms(),
+            max_bytes: 1 << 30,
+            never_drop: vec![EventClass::Seal, EventClass::Gate, EventClass::Alarm],
+            commit_delay_ms: 5,
+            max_commit_events: 2000,
+            dedup_retain_ms: 24 * 60 * 60 * 1000,
         }
     }
 }

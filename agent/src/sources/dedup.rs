@@ -4,6 +4,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
+/// The start of every device message key of `source`: the buffer keeps the keys of all
+/// sources together, so each begins with its source's name.
+pub fn key_prefix(source: &str) -> String {
+    format!("{source}\u{0}")
+}
+
 /// Ids accepted within a sliding time window, bounded in memory: past `max_entries` the oldest
 /// ids are forgotten first, so a flood of unique ids cannot grow it without bound.
 #[derive(Debug)]

@@ -16,7 +16,7 @@
 //! nothing readable is dropped after [`MAX_UNREADABLE_BYTES`]. None of them delays another
 //! connection except through the shared group commit.
 
-use super::dedup::DedupWindow;
+use super::dedup::{key_prefix, DedupWindow};
 use super::{SourceContext, SourceError};
 use crate::buffer::intake::{IntakeError, PendingEvent};
 use crate::decode::jt808::frame::DEFAULT_MAX_FRAME_BYTES;
@@ -263,8 +263,13 @@ pub(crate) async fn serve(
     ctx: SourceContext,
 ) -> Result<(), SourceError> {
     let mut dedup = DedupWindow::new(cfg.dedup_window_s as i64 * 1000, cfg.dedup_max_ids);
-    let dedup_prefix = format!("{}\u{0}", ctx.name);
-    preload_dedup(&cfg, &ctx, &dedup_prefix, &mut dedup).await?;
+    let dedup_prefix = key_prefix(&ctx.name);
+    let preloaded = ctx
+        .preload_dedup(&mut dedup, &dedup_prefix, cfg.dedup_window_s)
+        .await?;
+    if preloaded > 0 {
+        info!(source = %ctx.name, keys = preloaded, "remembering the reports stored before this start");
+    }
     let shared = Arc::new(Shared {
         session: Arc::new(cfg.session_config()),
         idle_timeout: Duration::from_secs(cfg.idle_timeout_s),
@@ -325,34 +330,6 @@ fn finished(
             Ok(())
         }
     }
-}
-
-/// Fills the window with the keys this source stored within it before this start, so a
-/// report whose answer the last run never sent is recognised when the terminal resends it.
-async fn preload_dedup(
-    cfg: &Jt808TcpConfig,
-    ctx: &SourceContext,
-    prefix: &str,
-    dedup: &mut DedupWindow,
-) -> Result<(), SourceError> {
-    let since = Utc::now().timestamp_millis() - cfg.dedup_window_s as i64 * 1000;
-    let stored = ctx
-        .intake
-        .recent_dedup_keys(since)
-        .await
-        .map_err(|e| SourceError::Storage {
-            source_name: ctx.name.to_string(),
-            detail: e.to_string(),
-        })?;
-    let mut n = 0usize;
-    for e in stored.into_iter().filter(|e| e.key.starts_with(prefix)) {
-        dedup.insert(e.key, e.accepted_ms);
-        n += 1;
-    }
-    if n > 0 {
-        info!(source = %ctx.name, keys = n, "remembering the reports stored before this start");
-    }
-    Ok(())
 }
 
 async fn connection(

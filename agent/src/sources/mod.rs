@@ -15,6 +15,7 @@ pub mod simulate;
 use crate::buffer::intake::Intake;
 use crate::config::SourceConfig;
 use crate::metrics::SourceMetrics;
+use dedup::DedupWindow;
 use qyt_proto::SiteId;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -27,6 +28,35 @@ pub struct SourceContext {
     pub intake: Intake,
     pub metrics: Arc<SourceMetrics>,
     pub shutdown: Shutdown,
+}
+
+impl SourceContext {
+    /// Fills `dedup` with the device message keys starting with `prefix` that were made durable
+    /// within the last `window_s` before this start (they are stored in their events' commits),
+    /// so a message redelivered because the last run never acknowledged it is recognised.
+    /// Returns how many.
+    pub async fn preload_dedup(
+        &self,
+        dedup: &mut DedupWindow,
+        prefix: &str,
+        window_s: u64,
+    ) -> Result<usize, SourceError> {
+        let since = chrono::Utc::now().timestamp_millis() - window_s as i64 * 1000;
+        let stored =
+            self.intake
+                .recent_dedup_keys(since)
+                .await
+                .map_err(|e| SourceError::Storage {
+                    source_name: self.name.to_string(),
+                    detail: e.to_string(),
+                })?;
+        let mut n = 0usize;
+        for e in stored.into_iter().filter(|e| e.key.starts_with(prefix)) {
+            dedup.insert(e.key, e.accepted_ms);
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 /// Resolves when the agent stops taking new input. Cheap to clone.

@@ -9,7 +9,7 @@
 //! that this also holds after kill -9.
 //! PUBACKs go out in the order the messages arrived, as MQTT 3.1.1 §4.6 requires.
 
-use super::dedup::DedupWindow;
+use super::dedup::{key_prefix, DedupWindow};
 use super::mapping::{self, TopicMapping};
 use super::{SourceContext, SourceError};
 use crate::buffer::intake::{IntakeError, PendingEvent};
@@ -229,7 +229,12 @@ async fn process(
 ) -> Result<(), SourceError> {
     let mut stop = ctx.shutdown.clone();
     let mut dedup = DedupWindow::new(cfg.dedup_window_s as i64 * 1000, cfg.dedup_max_ids);
-    preload_dedup(&cfg, &ctx, &mut dedup).await?;
+    let preloaded = ctx
+        .preload_dedup(&mut dedup, &key_prefix(&ctx.name), cfg.dedup_window_s)
+        .await?;
+    if preloaded > 0 {
+        info!(source = %ctx.name, ids = preloaded, "remembering device message ids accepted before this start");
+    }
     let mut pending = FuturesOrdered::new();
     let source: Arc<str> = ctx.name.clone();
     loop {
@@ -270,40 +275,7 @@ async fn process(
 /// The key a device message id is remembered under. It starts with the source's name because
 /// the buffer keeps the keys of every source together.
 fn dedup_key(source: &str, filter: &str, id: &str) -> String {
-    format!("{}{filter}\u{0}{id}", dedup_prefix(source))
-}
-
-fn dedup_prefix(source: &str) -> String {
-    format!("{source}\u{0}")
-}
-
-/// Fills the window with the keys this source accepted within it before this start: they are
-/// durable with their events, so a message redelivered because the agent was killed before
-/// its PUBACK is recognised.
-async fn preload_dedup(
-    cfg: &MqttSourceConfig,
-    ctx: &SourceContext,
-    dedup: &mut DedupWindow,
-) -> Result<(), SourceError> {
-    let since = Utc::now().timestamp_millis() - cfg.dedup_window_s as i64 * 1000;
-    let stored = ctx
-        .intake
-        .recent_dedup_keys(since)
-        .await
-        .map_err(|e| SourceError::Storage {
-            source_name: ctx.name.to_string(),
-            detail: e.to_string(),
-        })?;
-    let prefix = dedup_prefix(&ctx.name);
-    let mut n = 0usize;
-    for e in stored.into_iter().filter(|e| e.key.starts_with(&prefix)) {
-        dedup.insert(e.key, e.accepted_ms);
-        n += 1;
-    }
-    if n > 0 {
-        info!(source = %ctx.name, ids = n, "remembering device message ids accepted before this start");
-    }
-    Ok(())
+    format!("{}{filter}\u{0}{id}", key_prefix(source))
 }
 
 fn decode(
